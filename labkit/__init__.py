@@ -1,0 +1,34 @@
+"""labkit: the code behind the MaskGIT inpainting lab.
+
+One module per concept of the lab:
+
+    config       one config type and the profiles smoke / cpu / gpu
+    toycats      the procedural toy cat faces (the built-in dataset)
+    masks        brush-stroke masks and the pixel -> token mask
+    datasets     cached splits, the course's dataset layout, any image folder
+    vqgan        stage 1: the tokenizer
+    attention    multi-head self-attention, by hand and fused
+    transformer  stage 2: the bidirectional transformer
+    maskgit      mask schedules, MVTM training forward, iterative decoding
+    train        the training loops of both stages, checkpoints and resuming
+    checkpoint   the one checkpoint format (safetensors, atomic writes)
+    utils        the device helper and the seed helper
+"""
+
+from .attention import MultiHeadAttention
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import LabConfig, get_config
+from .maskgit import SCHEDULES, DecodeTrace, InpaintResult, MaskGit, gamma_func, mvtm_loss
+from .masks import pixel_to_token_mask
+from .transformer import BidirectionalTransformer
+from .utils import get_device, seed_everything
+from .vqgan import VQGAN, codebook_usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MultiHeadAttention", "CheckpointError", "load_checkpoint", "save_checkpoint",
+    "LabConfig", "get_config", "SCHEDULES", "DecodeTrace", "InpaintResult", "MaskGit",
+    "gamma_func", "mvtm_loss", "pixel_to_token_mask", "BidirectionalTransformer",
+    "get_device", "seed_everything", "VQGAN", "codebook_usage",
+]
