@@ -151,7 +151,7 @@ class MaskGit(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.bias.device
+        return self.vqgan.quantizer.codebook.device
 
     def gamma_func(self, mode: str | None = None):
         return gamma_func(mode or self.config.gamma_type)

@@ -1,0 +1,81 @@
+"""The hand-written attention equals torch's reference and the fused kernel."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from labkit import MultiHeadAttention
+
+
+def reference_from(module: MultiHeadAttention) -> nn.MultiheadAttention:
+    """An nn.MultiheadAttention holding exactly the weights of ``module``."""
+    ref = nn.MultiheadAttention(module.dim, module.num_heads, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([module.q_linear.weight, module.k_linear.weight,
+                                            module.v_linear.weight]))
+        ref.in_proj_bias.copy_(torch.cat([module.q_linear.bias, module.k_linear.bias,
+                                          module.v_linear.bias]))
+        ref.out_proj.weight.copy_(module.out_linear.weight)
+        ref.out_proj.bias.copy_(module.out_linear.bias)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("dim,heads,tokens", [(48, 4, 17), (96, 16, 64), (32, 1, 5)])
+def test_manual_matches_torch_multihead_attention(dim, heads, tokens):
+    torch.manual_seed(0)
+    module = MultiHeadAttention(dim, heads, attn_drop=0.1).eval()
+    x = torch.randn(3, tokens, dim)
+    expected, expected_maps = reference_from(module)(x, x, x, average_attn_weights=False)
+    out, maps = module.forward_manual(x, return_attention=True)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps, expected_maps, atol=1e-6, rtol=1e-5)
+
+
+def test_fused_path_matches_manual_path_forward_and_backward():
+    torch.manual_seed(1)
+    module = MultiHeadAttention(64, 8, attn_drop=0.0)
+    x = torch.randn(2, 33, 64, requires_grad=True)
+    manual = module.forward_manual(x)
+    grads_manual = torch.autograd.grad(manual.square().sum(), [x, module.q_linear.weight])
+    fused = module.forward_fused(x)
+    grads_fused = torch.autograd.grad(fused.square().sum(), [x, module.q_linear.weight])
+    torch.testing.assert_close(fused, manual, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_fused, grads_manual):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_course_shapes_and_attention_rows_sum_to_one():
+    module = MultiHeadAttention(768, 16, attn_drop=0.1).eval()
+    x = torch.randn(2, 256, 768)
+    assert module.split_heads(module.q_linear(x)).shape == (2, 16, 256, 48)
+    out, maps = module(x, return_attention=True)
+    assert out.shape == (2, 256, 768)
+    assert maps.shape == (2, 16, 256, 256)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 16, 256))
+
+
+def test_dropout_only_in_training_mode():
+    torch.manual_seed(2)
+    module = MultiHeadAttention(32, 4, attn_drop=0.5)
+    x = torch.randn(1, 10, 32)
+    module.eval()
+    torch.testing.assert_close(module.forward_manual(x), module.forward_manual(x))
+    module.train()
+    assert not torch.allclose(module.forward_manual(x), module.forward_manual(x))
+
+
+def test_scaling_keeps_score_variance_near_one():
+    # Why divide by sqrt(d_k): q.k of unit-variance vectors has variance d_k.
+    torch.manual_seed(3)
+    d_k = 64
+    q, k = torch.randn(4096, d_k), torch.randn(4096, d_k)
+    raw = (q * k).sum(-1)
+    assert raw.var().item() == pytest.approx(d_k, rel=0.1)
+    assert (raw / math.sqrt(d_k)).var().item() == pytest.approx(1.0, rel=0.1)
+
+
+def test_rejects_dim_not_divisible_by_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(50, 16)
