@@ -6,8 +6,10 @@ Convention everywhere in labkit: a pixel mask is a bool tensor/array with True =
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 
 def pixel_to_token_mask(pixel_mask: torch.Tensor, patch: int) -> torch.Tensor:
@@ -26,3 +28,64 @@ def pixel_to_token_mask(pixel_mask: torch.Tensor, patch: int) -> torch.Tensor:
         raise ValueError(f"mask size {height}x{width} is not a multiple of the token patch {patch}")
     pooled = F.max_pool2d(mask.float(), kernel_size=patch)          # (B, 1, H/p, W/p)
     return pooled.flatten(1) > 0
+
+
+# --------------------------------------------------------------------------- brush masks
+#
+# Free-form masks like DeepFill's and the course's: a few thick random-walk strokes with
+# round joints. Strokes are added segment by segment until a target share of the pixels
+# is missing, which keeps every mask near the course statistics (about 21-26 % of pixels,
+# about 37-46 % of 4 x 4 tokens at 64 x 64) instead of leaving them to chance.
+
+_MASK_STREAM = 0x6D61736B   # "mask": keeps mask randomness apart from the toy cats' streams
+MISSING_FRACTION = (0.21, 0.25)   # the target share of missing pixels is drawn from this range
+# Bumped whenever the strokes change, so cached test sets (labkit.datasets) are re-made.
+MASK_VERSION = 1
+
+
+def brush_mask(seed: int, index: int, size: int = 64) -> np.ndarray:
+    """Mask number ``index`` of mask set ``seed``: (size, size) bool, True = missing.
+
+    Lengths and brush widths are given for 64 x 64 and scale with ``size``, so the share
+    of missing pixels is the same at any size (the share of tokens grows when the token
+    patch is large compared with the brush, e.g. 32 x 32 with patch 4).
+    """
+    rng = np.random.default_rng([_MASK_STREAM, seed, index])
+    unit = size / 64
+    target = rng.uniform(*MISSING_FRACTION) * size * size      # missing pixels wanted
+    canvas = Image.new("1", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    missing = 0
+    while missing < target:
+        # One stroke: a random walk that turns smoothly and bounces off the borders.
+        width = max(1, round(rng.uniform(3.2, 4.6) * unit))     # pixels
+        point = rng.uniform(0.1, 0.9, size=2) * size
+        angle = rng.uniform(0, 2 * np.pi)
+        _dot(draw, point, width)
+        for _ in range(rng.integers(4, 10)):
+            angle += rng.normal(0, 0.5)
+            step = rng.uniform(6.0, 14.0) * unit
+            end = point + step * np.array([np.cos(angle), np.sin(angle)])
+            if not (0 <= end[0] < size and 0 <= end[1] < size):   # bounce back inside
+                angle += np.pi
+                end = np.clip(end, 0, size - 1)
+            draw.line([tuple(point), tuple(end)], fill=1, width=width)
+            _dot(draw, end, width)                                # round joint
+            point = end
+            missing = int(np.count_nonzero(np.asarray(canvas)))
+            if missing >= target:
+                break
+    return np.asarray(canvas, dtype=bool)
+
+
+def _dot(draw: ImageDraw.ImageDraw, centre: np.ndarray, width: int) -> None:
+    r = (width - 1) / 2     # PIL's ellipse box includes both ends: this is ``width`` wide
+    draw.ellipse([centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r], fill=1)
+
+
+def make_masks(seed: int, n: int, size: int = 64, start: int = 0) -> np.ndarray:
+    """Masks ``start .. start + n - 1`` of mask set ``seed``: (n, size, size) bool."""
+    masks = np.empty((n, size, size), dtype=bool)
+    for k in range(n):
+        masks[k] = brush_mask(seed, start + k, size)
+    return masks
