@@ -24,12 +24,14 @@ cannot be seen in the image.
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import math
 import multiprocessing
 import sys
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
+from tqdm.auto import tqdm
 
 SUPERSAMPLE = 4
 # Bumped whenever the drawing changes, so cached datasets (labkit.datasets) are re-rendered.
@@ -437,24 +439,28 @@ def render_cats(seed: int, indices, size: int = 64, workers: int = 1,
     indices = [int(i) for i in indices]
     chunk = max(1, min(256, math.ceil(len(indices) / (4 * max(1, workers)))))
     jobs = [(seed, indices[i:i + chunk], size) for i in range(0, len(indices), chunk)]
-    if workers > 1 and len(jobs) > 1:
-        # fork starts workers instantly on Linux (no re-import of torch); elsewhere fork is
-        # unsafe or missing, so spawn re-imports this module in each worker.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            parts = list(_progress(pool.imap(_render_chunk, jobs), len(jobs), progress))
-    else:
-        parts = [_render_chunk(job) for job in _progress(jobs, len(jobs), progress)]
+    parts = []
+    with tqdm(total=len(indices), desc="rendering toy cats", unit="img", disable=not progress) \
+            as bar, _mapper(workers if len(jobs) > 1 else 1) as mapper:
+        for part in mapper(_render_chunk, jobs):
+            parts.append(part)
+            bar.update(len(part[0]))
     images = np.concatenate([part[0] for part in parts]) if parts \
         else np.empty((0, size, size, 3), np.uint8)
     return images, _encode([lab for part in parts for lab in part[1]])
 
 
-def _progress(iterable, total: int, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc="rendering toy cats", unit="chunk")
+@contextlib.contextmanager
+def _mapper(workers: int):
+    """An order-keeping, lazy ``map``: the builtin one, or a pool of ``workers`` processes."""
+    if workers <= 1:
+        yield map
+        return
+    # fork starts workers instantly on Linux (no re-import of torch); elsewhere fork is
+    # unsafe or missing, so spawn re-imports this module in each worker.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        yield pool.imap
 
 
 def mirror_labels(labels: dict) -> dict:
