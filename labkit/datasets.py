@@ -15,11 +15,16 @@ Decisions (each also named in the error or warning it causes):
 - Transparent images are composited on white (dropping alpha would reveal whatever colour
   the transparent pixels happen to hold). 16-bit images are scaled to 8 bits (/257).
   Every image is resized (short side) and centre-cropped to S x S; EXIF rotation is applied.
-- An unreadable image is an error naming the file. ``skip_corrupt=True`` skips such
-  training / validation images with one warning giving the count. Test files are never
-  skipped: they are paired by position, so a gap would misalign masks and ground truth.
-- Masks that are all black (nothing known) or all white (nothing to inpaint) are errors;
-  a mask set that is mostly "missing" gets a warning, as its polarity is probably inverted.
+- An unreadable image is an error naming the file. ``skip_corrupt=True`` skips such images
+  in image folders (the course's train/ and val/ included) with one warning giving the
+  count. The course's test files are never skipped: they are paired by position, so a gap
+  would misalign masks and ground truth.
+- Course masks: pixels darker than mid-grey are missing. A mask that is all black (nothing
+  known) or all white (nothing to inpaint) is an error; a mask set that is mostly
+  "missing" gets a warning, as its polarity is probably inverted.
+- Course ground-truth CSV: one image per row, S*S*3 values in HWC order. A first row that
+  is not all 0..255 integers is a header; a row with one extra value starts with an id
+  column, and ids that name the test files put the rows in file order.
 """
 
 from __future__ import annotations
@@ -199,8 +204,9 @@ def read_image(path: str | Path) -> Image.Image:
             opened.load()
             image = ImageOps.exif_transpose(opened)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}. Replace or delete the file "
-                        "(or pass skip_corrupt=True to skip unreadable training images)") from exc
+        raise DataError(f"cannot read image {path}: {exc}. Replace or delete the file (image "
+                        "folders and train/ / val/ can skip unreadable files with "
+                        "skip_corrupt=True)") from exc
     return _to_rgb(image)
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 SUPERSAMPLE = 4
 # Bumped whenever the drawing changes, so cached datasets (labkit.datasets) are re-rendered.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
 ATTRIBUTES: dict[str, tuple[str, tuple]] = {
     "fur_colour": ("categorical", ("black", "white", "grey", "blue_grey", "cream", "ginger",
@@ -52,7 +52,7 @@ ATTRIBUTES: dict[str, tuple[str, tuple]] = {
     "head_width": ("continuous", (0.60, 0.74)),   # fraction of the image width, before scale
     "head_height": ("continuous", (0.52, 0.64)),  # fraction of the image height, before scale
     "ear_size": ("continuous", (0.8, 1.25)),      # relative to the head
-    "ear_angle": ("continuous", (0.0, 30.0)),     # degrees each ear leans outwards
+    "ear_angle": ("continuous", (8.0, 38.0)),     # degrees each ear leans outwards
     "eye_size": ("continuous", (0.8, 1.2)),
     "tilt": ("continuous", (-20.0, 20.0)),        # degrees, positive = counter-clockwise
     "offset_x": ("continuous", (-0.08, 0.08)),    # fraction of the size, positive = right
@@ -239,7 +239,7 @@ def _ear_points(cx, cy, rx, ry, side, size, lean_deg):
     """Outer and inner triangle of the ear on ``side`` (-1 = image left, +1 = right)."""
     theta = math.radians(90 - side * 40)             # where the ear sits on the head outline
     base = np.array([cx + rx * math.cos(theta) * 0.88, cy - ry * math.sin(theta) * 0.88])
-    lean = math.radians(side * (8 + lean_deg))
+    lean = math.radians(side * lean_deg)
     up = np.array([math.sin(lean), -math.cos(lean)])  # from the ear's base to its tip
     across = np.array([-up[1], up[0]])
     half_base, height = 0.40 * rx * size, 0.80 * ry * size
