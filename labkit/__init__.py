@@ -19,7 +19,9 @@ from .attention import MultiHeadAttention
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LabConfig, get_config
 from .maskgit import SCHEDULES, DecodeTrace, InpaintResult, MaskGit, gamma_func, mvtm_loss
-from .masks import pixel_to_token_mask
+from .datasets import DataError, ImageSet, load_course_dataset, load_dataset, load_image_folder, toy_cats
+from .masks import brush_mask, make_masks, pixel_to_token_mask
+from .toycats import ATTRIBUTES, mirror_labels, render_cat, render_cats
 from .transformer import BidirectionalTransformer
 from .utils import get_device, seed_everything
 from .vqgan import VQGAN, codebook_usage
@@ -31,4 +33,6 @@ __all__ = [
     "LabConfig", "get_config", "SCHEDULES", "DecodeTrace", "InpaintResult", "MaskGit",
     "gamma_func", "mvtm_loss", "pixel_to_token_mask", "BidirectionalTransformer",
     "get_device", "seed_everything", "VQGAN", "codebook_usage",
+    "DataError", "ImageSet", "load_course_dataset", "load_dataset", "load_image_folder", "toy_cats",
+    "brush_mask", "make_masks", "ATTRIBUTES", "mirror_labels", "render_cat", "render_cats",
 ]
