@@ -1,0 +1,379 @@
+"""Fréchet distances: the course's FID, and the same distance on any other feature extractor.
+
+The Fréchet distance between two image sets fits a Gaussian to each set's features and
+compares them::
+
+    FD = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))
+
+**FID** is this distance on the 2048-d pool3 features of pytorch-fid's ``InceptionV3``,
+exactly as the course scores: images in [0, 1], resized to 299x299 and rescaled to [-1, 1]
+by pytorch-fid itself, batches of 50, float64 statistics, and pytorch-fid's own
+``calculate_frechet_distance``. The Inception weights are a 92 MB download that no
+package ships; labkit looks for them, in order, at
+
+1. the ``weights=`` argument (``--weights`` on the command line),
+2. ``$LABKIT_INCEPTION_WEIGHTS``,
+3. pytorch-fid's own cache: ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``
+   (``TORCH_HOME`` defaults to ``~/.cache/torch``),
+
+and fails at once, naming the file and where to put it, when none exists: nothing is
+downloaded unless you ask (``allow_download=True`` / ``--allow-download``). A score is
+called "FID" only when the file's SHA-256 starts with the hash in its name (``6726825d``),
+as torch hub names its files; any other weights give ``FD_inception_unverified``.
+
+Without those weights, ``labkit.catnet`` gives ``FD_catnet``: the same distance on the
+features of a small CNN trained on the toy cats. Every extractor is an ``Extractor``, so
+sweeps and tables treat both alike and always say which one produced a number.
+
+Command line (the course's scorer, on your own results)::
+
+    python -m labkit.fid PRED_DIR GT [--weights PATH] [--stats-cache X.npz] [--device cpu]
+
+GT is a folder of PNGs or the course's CSV (one image of 64*64*3 uint8 values per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from unittest import mock
+
+import numpy as np
+import torch
+
+from .utils import get_device
+
+FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   + FID_WEIGHTS_FILENAME)
+FID_WEIGHTS_SHA256_PREFIX = "6726825d"
+WEIGHTS_ENV = "LABKIT_INCEPTION_WEIGHTS"
+FID_BATCH_SIZE = 50              # the course's (and pytorch-fid's) batch size
+FID_DIMS = 2048                  # pool3
+
+
+class InceptionWeightsMissing(FileNotFoundError):
+    """The FID Inception weights are not on this machine (and no download was asked for)."""
+
+
+class SmallSampleWarning(UserWarning):
+    """Fewer samples than feature dimensions: the covariance is rank-deficient."""
+
+
+# ---------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class FeatureStats:
+    """Gaussian statistics of a feature set: mu (D,), sigma (D, D), both float64, from n samples."""
+    mu: np.ndarray
+    sigma: np.ndarray
+    n: int
+
+    @classmethod
+    def from_features(cls, features) -> "FeatureStats":
+        """features: (n, D) -> mean and covariance in float64, as pytorch-fid computes them."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise ValueError(f"features must be (n, D), got shape {features.shape}")
+        n, dim = features.shape
+        if n < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, got {n}: score more images")
+        if n <= dim:
+            warnings.warn(
+                f"Fréchet distance from n={n} samples of {dim}-d features: the covariance has "
+                f"rank at most n-1={n - 1} < {dim}, so it is a noisy, rank-deficient estimate and "
+                "the distance is biased upward (two independent draws of real images already "
+                "score well above 0). Compare numbers only at the same n, next to the "
+                "real-vs-real floor at that n (the course's 747 test images vs 2048 "
+                "Inception features is such a case).", SmallSampleWarning, stacklevel=2)
+        return cls(features.mean(axis=0), np.cov(features, rowvar=False), n)
+
+    def save(self, path, key: str = "") -> Path:
+        """Write ``mu``, ``sigma``, ``n`` (and a ``key`` naming what they describe) to ``.npz``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), key=np.str_(key))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> tuple["FeatureStats", str]:
+        """Read statistics written by ``save`` (or pytorch-fid's ``mu``/``sigma`` files): (stats, key)."""
+        with np.load(path, allow_pickle=False) as data:
+            n = int(data["n"]) if "n" in data else 0
+            key = str(data["key"]) if "key" in data else ""
+            return cls(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), n), key
+
+
+def frechet_distance(a, b) -> float:
+    """Fréchet distance between two feature sets, each (n, D) features or ``FeatureStats``.
+
+    The same function scores FID (Inception features) and FD_catnet; the arithmetic is
+    pytorch-fid's ``calculate_frechet_distance``.
+    """
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    a = a if isinstance(a, FeatureStats) else FeatureStats.from_features(a)
+    b = b if isinstance(b, FeatureStats) else FeatureStats.from_features(b)
+    if a.mu.shape != b.mu.shape:
+        raise ValueError(f"features of different sizes ({a.mu.shape[0]} vs {b.mu.shape[0]}): "
+                         "both sets must come from the same extractor")
+    with warnings.catch_warnings():
+        # pytorch-fid 0.3.0 passes sqrtm's deprecated ``disp``: SciPy's notice is not for students.
+        warnings.filterwarnings("ignore", "The `disp` argument is deprecated", DeprecationWarning)
+        return float(calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma))
+
+
+# ---------------------------------------------------------------------------- images
+def to_float_images(images) -> torch.Tensor:
+    """Images as a float tensor (n, 3, H, W) in [0, 1].
+
+    Accepts that already, or stored uint8 images (n, H, W, 3) as NumPy or torch.
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if images.dtype == torch.uint8:
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be (n, H, W, 3), got {tuple(images.shape)}")
+        return images.permute(0, 3, 1, 2).float() / 255
+    if not images.is_floating_point() or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be floats (n, 3, H, W) in [0, 1] or uint8 (n, H, W, 3); "
+                         f"got {images.dtype} {tuple(images.shape)}")
+    return images
+
+
+def read_images(path, csv_size: int = 64) -> np.ndarray:
+    """Images to score -> uint8 (n, H, W, 3).
+
+    A folder: every image in it, in name order (as the course's scorer), at the first
+    image's size (the course's are all 64x64; Inception resizes to 299x299 itself).
+    A .csv: the course's ground truth, one image of csv_size*csv_size*3 values per row.
+    """
+    from .datasets import list_images, load_image_folder, read_gt_csv, read_image
+
+    path = Path(path)
+    if path.is_dir():
+        return load_image_folder(path, read_image(list_images(path)[0]).size[0]).images
+    if path.suffix.lower() == ".csv":
+        return read_gt_csv(path, csv_size)
+    raise FileNotFoundError(f"{path} is neither a folder of images nor the course's .csv")
+
+
+def content_hash(images: np.ndarray) -> str:
+    """SHA-256 of an image set's pixels and shape: the key of its cached statistics."""
+    digest = hashlib.sha256(str(images.shape).encode())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------- extractors
+@dataclass
+class Extractor:
+    """A feature extractor and the name its Fréchet distance is reported under.
+
+    metric: "FID", "FD_catnet", "FD_inception_unverified"...
+    name: what computes the features ("inception-v3-pool3", "catnet")
+    checkpoint_hash: short SHA-256 of the weights file, recorded next to every score
+    featurize: (B, 3, H, W) in [0, 1] on ``device`` -> (B, D)
+    """
+    metric: str
+    name: str
+    checkpoint_hash: str
+    featurize: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device
+    batch_size: int = FID_BATCH_SIZE
+
+    @torch.no_grad()
+    def features(self, images) -> np.ndarray:
+        """images: (n, 3, H, W) in [0, 1] (or uint8 (n, H, W, 3)) -> float32 (n, D)."""
+        images = to_float_images(images)
+        chunks = [self.featurize(images[i:i + self.batch_size].to(self.device)).float().cpu()
+                  for i in range(0, images.shape[0], self.batch_size)]
+        return torch.cat(chunks).numpy()
+
+    def statistics(self, images) -> FeatureStats:
+        return FeatureStats.from_features(self.features(images))
+
+    def distance(self, images, reference) -> float:
+        """Fréchet distance of ``images`` to ``reference`` (images or ``FeatureStats``)."""
+        if not isinstance(reference, FeatureStats):
+            reference = self.statistics(reference)
+        return frechet_distance(self.statistics(images), reference)
+
+
+def default_weights_path() -> Path:
+    """Where pytorch-fid itself looks: $TORCH_HOME/hub/checkpoints/<file> (torch hub's cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILENAME
+
+
+def find_inception_weights(weights=None) -> Path | None:
+    """The weights file to use (argument, then $LABKIT_INCEPTION_WEIGHTS, then the torch hub
+    cache), or None when the cache holds none. A path given explicitly must exist."""
+    explicit = weights or os.environ.get(WEIGHTS_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            source = "weights=" if weights else f"${WEIGHTS_ENV}"
+            raise InceptionWeightsMissing(f"{source} points to {path}, which does not exist. "
+                                          + _how_to_get_weights())
+        return path
+    path = default_weights_path()
+    return path if path.is_file() else None
+
+
+def _how_to_get_weights() -> str:
+    return (f"FID needs pytorch-fid's Inception weights, the file {FID_WEIGHTS_FILENAME} "
+            f"(about 92 MB). Put it at {default_weights_path()} (pytorch-fid's cache: "
+            "$TORCH_HOME/hub/checkpoints/, TORCH_HOME defaults to ~/.cache/torch), or pass "
+            f"its path as weights=... / --weights PATH / ${WEIGHTS_ENV}. Get it on a machine "
+            f"with internet from {FID_WEIGHTS_URL} (e.g. `curl -L -o {FID_WEIGHTS_FILENAME} "
+            "URL`, or any run of pytorch-fid there fills the cache), or let labkit fetch it "
+            "with allow_download=True / --allow-download. Without it, use FD_catnet "
+            "(labkit.catnet) on the toy cats: a different number that is never called FID.")
+
+
+def fid_inception_network() -> torch.nn.Module:
+    """The FID Inception architecture (pytorch-fid's ``fid_inception_v3`` without the download):
+    torchvision's InceptionV3 with 1008 classes and the blocks patched as TensorFlow's FID model."""
+    from pytorch_fid import inception as pf
+
+    network = pf._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    network.Mixed_5b = pf.FIDInceptionA(192, pool_features=32)
+    network.Mixed_5c = pf.FIDInceptionA(256, pool_features=64)
+    network.Mixed_5d = pf.FIDInceptionA(288, pool_features=64)
+    network.Mixed_6b = pf.FIDInceptionC(768, channels_7x7=128)
+    network.Mixed_6c = pf.FIDInceptionC(768, channels_7x7=160)
+    network.Mixed_6d = pf.FIDInceptionC(768, channels_7x7=160)
+    network.Mixed_6e = pf.FIDInceptionC(768, channels_7x7=192)
+    network.Mixed_7b = pf.FIDInceptionE_1(1280)
+    network.Mixed_7c = pf.FIDInceptionE_2(2048)
+    return network
+
+
+def load_inception(weights=None, device=None, allow_download: bool = False):
+    """pytorch-fid's ``InceptionV3`` (pool3 block) with the FID weights, in eval mode.
+
+    Returns (model, weights_path). Raises ``InceptionWeightsMissing`` at once when no
+    weights file exists and ``allow_download`` is False; never touches the network then.
+    """
+    from pytorch_fid import inception as pf
+
+    path = find_inception_weights(weights)
+    if path is None:
+        if not allow_download:
+            raise InceptionWeightsMissing("no Inception weights on this machine. " + _how_to_get_weights())
+        path = default_weights_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(path))
+    network = fid_inception_network()
+    # weights_only: the file is a plain state dict, so nothing in it may run code.
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    # pytorch-fid's InceptionV3 builds its network through fid_inception_v3(), which downloads
+    # unless the file is in torch hub's cache. Handing it the network loaded above keeps the
+    # model exactly pytorch-fid's (resize to 299, scaling to [-1, 1], blocks) with any path.
+    with mock.patch.object(pf, "fid_inception_v3", lambda: network):
+        model = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[FID_DIMS]])
+    return model.to(get_device(device)).eval(), path
+
+
+def inception_extractor(weights=None, device=None, allow_download: bool = False) -> Extractor:
+    """The FID extractor: pool3 features (B, 2048) of images in [0, 1], batch 50.
+
+    Its metric is "FID" only when the weights file is pytorch-fid's (SHA-256 prefix
+    6726825d); any other file of the same architecture gives "FD_inception_unverified".
+    """
+    device = get_device(device)
+    model, path = load_inception(weights, device, allow_download)
+    sha = file_sha256(path)
+    metric = "FID"
+    if not sha.startswith(FID_WEIGHTS_SHA256_PREFIX):
+        metric = "FD_inception_unverified"
+        warnings.warn(f"{path} is not pytorch-fid's Inception weights file (SHA-256 {sha[:12]}..., "
+                      f"expected {FID_WEIGHTS_SHA256_PREFIX}...): its distances are reported as "
+                      f"{metric}, not FID.", stacklevel=2)
+
+    def featurize(images: torch.Tensor) -> torch.Tensor:
+        return model(images)[0].flatten(1)                 # (B, 2048, 1, 1) -> (B, 2048)
+
+    return Extractor(metric, "inception-v3-pool3", sha[:12], featurize, device, FID_BATCH_SIZE)
+
+
+# ---------------------------------------------------------------------------- reference cache
+def reference_statistics(extractor: Extractor, images: np.ndarray, cache=None) -> FeatureStats:
+    """Statistics of reference images, read from the ``.npz`` ``cache`` when it was written for
+    the same pixels and the same extractor, else computed and written there."""
+    key = f"{extractor.metric}:{extractor.checkpoint_hash}:{content_hash(images)}"
+    if cache is not None and Path(cache).is_file():
+        stats, cached_key = FeatureStats.load(cache)
+        if cached_key == key:
+            return stats
+        print(f"{cache} holds statistics of other images or another extractor; recomputing it",
+              file=sys.stderr)
+    stats = extractor.statistics(images)
+    if cache is not None:
+        stats.save(cache, key)
+    return stats
+
+
+def default_stats_cache(extractor: Extractor, images: np.ndarray) -> Path:
+    return (Path("runs") / "fid-stats"
+            / f"{extractor.metric}-{extractor.checkpoint_hash}-{content_hash(images)[:16]}.npz")
+
+
+def score_folder(pred, gt, extractor: Extractor, stats_cache=None) -> dict:
+    """Fréchet distance of predicted images (folder) to ground truth (folder or course CSV)."""
+    pred_images = read_images(pred)
+    gt_images = read_images(gt, csv_size=pred_images.shape[1])
+    reference = reference_statistics(extractor, gt_images,
+                                     stats_cache or default_stats_cache(extractor, gt_images))
+    value = frechet_distance(extractor.statistics(pred_images), reference)
+    return {"metric": extractor.metric, "value": value, "n_pred": len(pred_images),
+            "n_gt": len(gt_images), "extractor": extractor.name,
+            "extractor_hash": extractor.checkpoint_hash}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.fid",
+        description="FID of predicted images against ground truth, as the course scores it "
+                    "(pytorch-fid Inception pool3, batch 50).")
+    parser.add_argument("pred", help="folder of predicted images (PNG), sorted by file name")
+    parser.add_argument("gt", help="ground truth: a folder of PNGs or the course's CSV")
+    parser.add_argument("--weights", help=f"Inception weights file (default: ${WEIGHTS_ENV}, "
+                                           f"then {default_weights_path()})")
+    parser.add_argument("--stats-cache", help="an .npz for the ground truth's statistics "
+                                              "(default: runs/fid-stats/<content hash>.npz)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest available)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download the Inception weights when they are missing")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        extractor = inception_extractor(args.weights, args.device, args.allow_download)
+    except InceptionWeightsMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = score_folder(args.pred, args.gt, extractor, args.stats_cache)
+    print(f"{result['metric']}: {result['value']:.4f}  ({result['n_pred']} predicted vs "
+          f"{result['n_gt']} ground-truth images; {result['extractor']} weights "
+          f"{result['extractor_hash']}; {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
