@@ -1,0 +1,520 @@
+"""The training loops of both stages, with checkpoints that resume exactly.
+
+    vqgan, history = train_vqgan(cfg, images, run_dir(cfg))         # stage 1: the tokenizer
+    tokens = extract_tokens(vqgan, images, cfg, cache_path=...)      # (n, N) ids, encoded once
+    maskgit, history = train_mvtm(cfg, vqgan, tokens, run_dir(cfg))  # stage 2: the transformer
+
+Both loops are plain ``while step < total`` loops (nanoGPT style) that share a few small
+helpers: the learning-rate schedule, the optimizer, the checkpoint and the interrupt guard.
+
+Learning rate: linear warmup over ``cfg.warmup_steps``, then a cosine decay that stops at
+``MIN_LR_RATIO`` (10 %) of the peak instead of 0. A short run ends better with some decay,
+but the course's pitfall 8 (a report gained 8 FID points by removing an aggressive decay)
+is why the rate never falls near zero.
+
+Checkpoints (``<run_dir>/<name>.safetensors``, see ``labkit.checkpoint``) hold the weights,
+the optimizer moments, every random generator the loop draws from, the step and the
+history, and are written every ``cfg.ckpt_every`` steps, at the end, and when you press
+Ctrl-C (or Jupyter's stop button). Calling the same function again resumes from the file,
+and the resumed run ends with the same weights as an uninterrupted one (bit for bit on
+CPU). A finished checkpoint is simply loaded. ``<name>.json`` beside it is a small
+human-readable summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import LabConfig
+from .maskgit import MaskGit
+from .metrics import masked_token_accuracy
+from .utils import autocast, get_device, seed_everything
+from .vqgan import VQGAN, codebook_usage
+
+MIN_LR_RATIO = 0.1
+VAL_SUBSET = 128        # validation token grids scored at each log step (kept small: CPU time)
+HOW_TO_TRAIN = {
+    "vqgan": "run notebooks/01_train_vqgan.ipynb or `python -m labkit train-tokenizer --profile {profile}`",
+    "mvtm": "run notebooks/02_train_mvtm.ipynb or `python -m labkit train-mvtm --profile {profile}`",
+}
+
+
+def run_dir(cfg: LabConfig, root: str | Path = "runs") -> Path:
+    """Where a profile's checkpoints, caches and figures live: ``runs/<profile>``."""
+    return Path(root) / cfg.profile
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine to 10 %."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: nn.Module, lr: float, cfg: LabConfig, device: torch.device):
+    """AdamW with weight decay on the weights of linear and conv layers only.
+
+    Biases, norm gains and embeddings are not decayed: pulling them to zero does not
+    regularise anything useful, and the token embedding doubles as the output layer of
+    the transformer, so decaying it would shrink every logit.
+    """
+    decayed = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in decayed], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
+    # The fused CUDA kernel updates all parameters in one launch; on CPU the default
+    # (foreach) implementation keeps the numbers bit-identical across runs.
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+
+
+def _generators(batch_rng: torch.Generator, device: torch.device) -> dict:
+    """Every random stream a training step draws from, so a resumed run replays them exactly:
+    the batch/mask generator, torch's global CPU generator (dead-code restarts, dropout on
+    CPU) and the CUDA generator (dropout on the GPU)."""
+    generators = {"batch": batch_rng, "torch": torch.default_generator}
+    if device.type == "cuda":
+        generators["cuda"] = torch.cuda.default_generators[device.index or torch.cuda.current_device()]
+    return generators
+
+
+def fingerprint(obj) -> str:
+    """A short hash of a module's weights and buffers, or of a tensor's values and shape."""
+    digest = hashlib.blake2b(digest_size=12)
+    items = sorted(obj.state_dict().items()) if isinstance(obj, nn.Module) else [("tensor", obj)]
+    for key, tensor in items:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def as_images(images) -> torch.Tensor:
+    """An ImageSet or a tensor -> float tensor (n, 3, S, S) in [0, 1], on the CPU."""
+    if hasattr(images, "tensors"):
+        images = images.tensors()
+    images = torch.as_tensor(images)
+    if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor (n, 3, S, S) in [0, 1] or an ImageSet, "
+                         f"got {images.dtype} of shape {tuple(images.shape)}")
+    return images.float().cpu()
+
+
+class _InterruptGuard:
+    """Hold Ctrl-C (or Jupyter's stop button) until the current step has finished.
+
+    A step changes the weights, the optimizer, the codebook and the random generators;
+    an interrupt in the middle would checkpoint a state that no uninterrupted run ever
+    passes through. So the first Ctrl-C only sets ``requested`` and the loop stops at the
+    end of the step; a second Ctrl-C stops at once, without saving.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.forced = False
+        self.installed = False
+        self.previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (press Ctrl-C again to stop at once, without saving)")
+
+    def __enter__(self):
+        # Signal handlers can only be installed from the main thread.
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous if self.previous is not None
+                          else signal.default_int_handler)
+        return False
+
+
+def _check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, name: str, path: Path):
+    """Stop before a non-finite loss or gradient reaches the weights (and any checkpoint)."""
+    if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+        kept = (f"the last good checkpoint {path} (step {load_checkpoint(path).step}) is kept"
+                if path.is_file() else "no checkpoint was written yet")
+        raise FloatingPointError(
+            f"{name}: the loss became {float(loss.detach())} (gradient norm {float(grad_norm)}) at step "
+            f"{step}; {kept}. Lower the learning rate or raise warmup_steps, then train again.")
+
+
+def _write_json(path: Path, cfg: LabConfig, step: int, total: int, history: list, extra: dict):
+    """The human-readable summary beside a checkpoint (written atomically too)."""
+    summary = {"step": step, "total_steps": total, "finished": step >= total,
+               "final": history[-1] if history else None, "config": cfg.to_dict(), **extra}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, part: str, cfg: LabConfig, model: nn.Module, optimizer, generators: dict,
+            resume: bool, device: torch.device):
+    """Load ``path`` into the model, optimizer and generators if it exists and ``resume``.
+
+    Returns the checkpoint, or None when training starts from scratch.
+    """
+    if not (resume and path.is_file()):
+        return None
+    ckpt = load_checkpoint(path, part=part, config=cfg, map_location="cpu")
+    ckpt.load_model(part, model)
+    ckpt.load_optimizer(optimizer)
+    for name, generator in generators.items():
+        generator.set_state(ckpt.rng_state(name))
+    model.to(device)
+    return ckpt
+
+
+def _window_means(window: dict) -> dict:
+    return {key: sum(values) / len(values) for key, values in window.items() if values}
+
+
+# ----------------------------------------------------------------------------- stage 1
+
+def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume: bool = True,
+                progress: bool = True, name: str = "vqgan", stop_after: int | None = None):
+    """Train the VQGAN tokenizer on ``images`` ((n, 3, S, S) in [0, 1] or an ImageSet).
+
+    Loss = L1 + MSE of the reconstruction + the commitment term (the codebook itself is
+    updated by EMA inside the quantiser). Batches of ``cfg.vq_batch_size`` random images,
+    each flipped left-right with probability 1/2. ``stop_after=k`` stops (with a
+    checkpoint) after step k, as if interrupted there.
+
+    Returns ``(vqgan in eval mode, history)``; ``history`` is a list of dicts, one per
+    ``cfg.log_every`` steps: step, loss, l1, mse, commit, lr, used_fraction, perplexity,
+    elapsed_s.
+    """
+    device = get_device(device)
+    images = as_images(images)
+    if images.shape[-1] != cfg.image_size:
+        raise ValueError(f"images are {images.shape[-1]}x{images.shape[-1]} but profile "
+                         f"{cfg.profile!r} works on {cfg.image_size}x{cfg.image_size}")
+    path = Path(run_dir) / f"{name}.safetensors"
+    total = cfg.vq_steps
+
+    batch_rng = seed_everything(cfg.seed)          # also seeds the weight initialisation
+    model = VQGAN(cfg).to(device)
+    optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
+    generators = _generators(batch_rng, device)
+    ckpt = _resume(path, "vqgan", cfg, model, optimizer, generators, resume, device)
+    step = ckpt.step if ckpt else 0
+    history = ckpt.metrics if ckpt else []
+    state = ckpt.extra if ckpt else {}
+    window = state.get("window", {"loss": [], "l1": [], "mse": [], "commit": []})
+    if step >= total:
+        return model.eval(), history
+
+    def save():
+        extra = {"window": window, "elapsed_s": elapsed()}
+        save_checkpoint(path, part="vqgan", config=cfg, models={"vqgan": model}, step=step,
+                        optimizer=optimizer, generators=generators, metrics=history, extra=extra)
+        _write_json(path.with_suffix(".json"), cfg, step, total, history, {"elapsed_s": elapsed()})
+
+    start = time.perf_counter() - state.get("elapsed_s", 0.0)
+    elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"stage 1 ({name})", disable=not progress)
+    with _InterruptGuard() as guard:
+        try:
+            while step < total:
+                lr = lr_at(step, cfg.vq_lr, cfg.warmup_steps, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                index = torch.randint(0, len(images), (cfg.vq_batch_size,), generator=batch_rng)
+                flip = torch.rand(cfg.vq_batch_size, generator=batch_rng) < 0.5
+                x = images[index]
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
+
+                with autocast(device):
+                    x_rec, indices, commit = model(x)
+                x_rec = x_rec.float()
+                l1 = (x_rec - x).abs().mean()
+                mse = (x_rec - x).pow(2).mean()
+                loss = l1 + mse + commit
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                _check_finite(loss, grad_norm, step + 1, f"stage 1 ({name})", path)
+                optimizer.step()
+                step += 1
+
+                for key, value in (("loss", loss), ("l1", l1), ("mse", mse), ("commit", commit)):
+                    window[key].append(float(value.detach()))
+                if step % cfg.log_every == 0 or step == total:
+                    usage = codebook_usage(indices, cfg.num_codebook_vectors)
+                    history.append({"step": step, **_window_means(window), "lr": lr,
+                                    "used_fraction": usage["used_fraction"],
+                                    "perplexity": usage["perplexity"], "elapsed_s": elapsed()})
+                    window = {key: [] for key in window}
+                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}",
+                                    codes=f"{usage['used_fraction']:.0%}")
+                if step % cfg.ckpt_every == 0 or step == total or step == stop_after:
+                    save()
+                bar.update(1)
+                if guard.requested:
+                    raise KeyboardInterrupt
+                if step == stop_after:
+                    break
+        except KeyboardInterrupt:
+            if not guard.forced:
+                save()
+                print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
+                      "call train_vqgan again to resume")
+            raise
+        finally:
+            bar.close()
+    return model.eval(), history
+
+
+# ----------------------------------------------------------------------------- tokens
+
+@torch.no_grad()
+def extract_tokens(vqgan: VQGAN, images, cfg: LabConfig, cache_path: str | Path | None = None,
+                   batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Encode every image once: -> LongTensor (n, N) of codebook indices, on the CPU.
+
+    With ``cache_path`` the tokens are stored in a safetensors file keyed by a hash of the
+    tokenizer's weights and of the images, so a retrained tokenizer or other data is
+    re-encoded instead of silently reusing stale tokens.
+    """
+    images = as_images(images)
+    keys = {"format": "labkit-tokens-1", "tokenizer": fingerprint(vqgan),
+            "data": fingerprint(images)}
+    if cache_path is not None:
+        cache_path = Path(cache_path)
+        cached = _read_token_cache(cache_path, keys)
+        if cached is not None:
+            return cached
+    was_training = vqgan.training
+    vqgan.eval()                                    # no EMA updates while encoding
+    device = next(vqgan.parameters()).device
+    chunks = []
+    for begin in tqdm(range(0, len(images), batch_size), desc="encoding", disable=not progress):
+        _, indices, _ = vqgan.encode(images[begin:begin + batch_size].to(device))
+        chunks.append(indices.flatten(1).cpu())
+    vqgan.train(was_training)
+    tokens = torch.cat(chunks).long() if chunks else torch.zeros(0, cfg.num_image_tokens).long()
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.tmp-{os.getpid()}")
+        try:
+            save_file({"tokens": tokens.contiguous()}, str(tmp), metadata=keys)
+            os.replace(tmp, cache_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return tokens
+
+
+def _read_token_cache(path: Path, keys: dict) -> torch.Tensor | None:
+    """The cached tokens if the file exists and matches ``keys``; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}) != keys:
+                return None
+            return handle.get_tensor("tokens")
+    except (SafetensorError, OSError, ValueError):
+        return None          # a broken cache is just re-encoded
+
+
+# ----------------------------------------------------------------------------- stage 2
+
+@torch.no_grad()
+def evaluate_mvtm(maskgit: MaskGit, tokens: torch.Tensor, cfg: LabConfig, batch_size: int = 64) -> dict:
+    """MVTM loss and masked-token accuracy on ``tokens`` (n, N), with fixed random masks."""
+    was_training = maskgit.training
+    maskgit.eval()
+    generator = torch.Generator().manual_seed(cfg.seed + 1)   # same masks at every call
+    device = maskgit.device
+    losses, correct, counted = [], 0.0, 0
+    for begin in range(0, len(tokens), batch_size):
+        z = tokens[begin:begin + batch_size].to(device)
+        with autocast(device):
+            logits, z, mask = maskgit.forward_tokens(z, generator)
+        losses.append(float(maskgit.loss(logits, z, mask)) * len(z))
+        n_masked = int(mask.sum())
+        correct += masked_token_accuracy(logits, z, mask) * n_masked
+        counted += n_masked
+    maskgit.train(was_training)
+    return {"val_loss": sum(losses) / len(tokens), "val_accuracy": correct / max(counted, 1)}
+
+
+def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str | Path, device=None,
+               resume: bool = True, progress: bool = True, name: str = "mvtm",
+               loss: str | None = None, label_smoothing: float | None = None,
+               val_tokens: torch.Tensor | None = None, stop_after: int | None = None):
+    """Train the bidirectional transformer of ``MaskGit(cfg, vqgan)`` with MVTM.
+
+    tokens: (n, N) token grids from ``extract_tokens``. Each step takes a random batch,
+    masks ceil(gamma(r) N) tokens per grid (r ~ U(0, 1)), and minimises the cross-entropy
+    (``loss="masked"``: masked positions only; ``"full"``: all positions; both override
+    ``cfg.loss`` / ``cfg.label_smoothing`` when given). ``val_tokens`` (optional) are
+    scored every ``cfg.log_every`` steps. ``stop_after=k`` stops (with a checkpoint)
+    after step k, as if interrupted there.
+
+    Returns ``(maskgit in eval mode, history)``; ``history`` entries: step, loss,
+    accuracy (masked tokens), lr, elapsed_s, and val_loss / val_accuracy with
+    ``val_tokens``.
+    """
+    device = get_device(device)
+    cfg = cfg.replace(**{key: value for key, value in
+                         (("loss", loss), ("label_smoothing", label_smoothing)) if value is not None})
+    tokens = _check_tokens(tokens, cfg, "tokens")
+    val_tokens = None if val_tokens is None else _check_tokens(val_tokens, cfg, "val_tokens")[:VAL_SUBSET]
+    path = Path(run_dir) / f"{name}.safetensors"
+    total = cfg.mvtm_steps
+    tokenizer = fingerprint(vqgan)
+
+    batch_rng = seed_everything(cfg.seed)
+    maskgit = MaskGit(cfg, vqgan=vqgan.eval()).to(device)
+    model = maskgit.transformer
+    optimizer = make_optimizer(model, cfg.mvtm_lr, cfg, device)
+    generators = _generators(batch_rng, device)
+    ckpt = _resume(path, "transformer", cfg, model, optimizer, generators, resume, device)
+    if ckpt is not None:
+        _check_tokenizer(ckpt, tokenizer, path)
+    step = ckpt.step if ckpt else 0
+    history = ckpt.metrics if ckpt else []
+    state = ckpt.extra if ckpt else {}
+    window = state.get("window", {"loss": [], "accuracy": []})
+    if step >= total:
+        return maskgit.eval(), history
+
+    def save():
+        extra = {"window": window, "elapsed_s": elapsed(), "tokenizer": tokenizer}
+        save_checkpoint(path, part="transformer", config=cfg, models={"transformer": model},
+                        step=step, optimizer=optimizer, generators=generators, metrics=history,
+                        extra=extra)
+        _write_json(path.with_suffix(".json"), cfg, step, total, history,
+                    {"elapsed_s": elapsed(), "tokenizer": tokenizer})
+
+    start = time.perf_counter() - state.get("elapsed_s", 0.0)
+    elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
+    maskgit.train()
+    vqgan.eval()
+    tokens = tokens.to(device)
+    bar = tqdm(total=total, initial=step, desc=f"stage 2 ({name})", disable=not progress)
+    with _InterruptGuard() as guard:
+        try:
+            while step < total:
+                lr = lr_at(step, cfg.mvtm_lr, cfg.warmup_steps, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng)
+                z = tokens[index.to(device)]
+
+                with autocast(device):
+                    logits, z, mask = maskgit.forward_tokens(z, batch_rng)
+                    loss_value = maskgit.loss(logits, z, mask)
+                optimizer.zero_grad(set_to_none=True)
+                loss_value.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                _check_finite(loss_value, grad_norm, step + 1, f"stage 2 ({name})", path)
+                optimizer.step()
+                step += 1
+
+                window["loss"].append(float(loss_value.detach()))
+                window["accuracy"].append(masked_token_accuracy(logits, z, mask))
+                if step % cfg.log_every == 0 or step == total:
+                    entry = {"step": step, **_window_means(window), "lr": lr}
+                    if val_tokens is not None:
+                        entry.update(evaluate_mvtm(maskgit, val_tokens, cfg))
+                    entry["elapsed_s"] = elapsed()
+                    history.append(entry)
+                    window = {key: [] for key in window}
+                    bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.1%}")
+                if step % cfg.ckpt_every == 0 or step == total or step == stop_after:
+                    save()
+                bar.update(1)
+                if guard.requested:
+                    raise KeyboardInterrupt
+                if step == stop_after:
+                    break
+        except KeyboardInterrupt:
+            if not guard.forced:
+                save()
+                print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
+                      "call train_mvtm again to resume")
+            raise
+        finally:
+            bar.close()
+    return maskgit.eval(), history
+
+
+def _check_tokens(tokens: torch.Tensor, cfg: LabConfig, what: str) -> torch.Tensor:
+    tokens = torch.as_tensor(tokens)
+    if tokens.dim() != 2 or tokens.shape[1] != cfg.num_image_tokens or tokens.is_floating_point():
+        raise ValueError(f"{what} must be integer token grids (n, {cfg.num_image_tokens}) from "
+                         f"extract_tokens, got {tokens.dtype} of shape {tuple(tokens.shape)}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= cfg.num_codebook_vectors):
+        raise ValueError(f"{what} hold ids outside [0, {cfg.num_codebook_vectors}): were they "
+                         "extracted with another tokenizer?")
+    return tokens.long()
+
+
+def _check_tokenizer(ckpt, tokenizer: str, path: Path) -> None:
+    """Refuse a stage-2 checkpoint trained on the tokens of another tokenizer."""
+    saved = ckpt.extra.get("tokenizer")
+    if saved is not None and saved != tokenizer:
+        raise CheckpointError(
+            f"{path} was trained on the tokens of another tokenizer (weights hash {saved}, "
+            f"yours {tokenizer}): stage 1 was retrained since. Delete {path} and train stage 2 "
+            "again, or load the tokenizer it was trained with.")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _require(path: Path, stage: str, cfg: LabConfig) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: "
+                                f"{HOW_TO_TRAIN[stage].format(profile=cfg.profile)} first")
+
+
+def load_vqgan(run_dir: str | Path, cfg: LabConfig, device=None, name: str = "vqgan") -> VQGAN:
+    """The trained tokenizer of ``<run_dir>/<name>.safetensors``, in eval mode."""
+    path = Path(run_dir) / f"{name}.safetensors"
+    _require(path, "vqgan", cfg)
+    ckpt = load_checkpoint(path, part="vqgan", config=cfg)
+    return ckpt.load_model("vqgan", VQGAN(cfg)).to(get_device(device)).eval()
+
+
+def load_maskgit(run_dir: str | Path, cfg: LabConfig, device=None, vqgan_name: str = "vqgan",
+                 name: str = "mvtm") -> MaskGit:
+    """The trained MaskGit (tokenizer + transformer) of ``run_dir``, in eval mode."""
+    vqgan = load_vqgan(run_dir, cfg, device, vqgan_name)
+    path = Path(run_dir) / f"{name}.safetensors"
+    _require(path, "mvtm", cfg)
+    ckpt = load_checkpoint(path, part="transformer", config=cfg)
+    _check_tokenizer(ckpt, fingerprint(vqgan), path)
+    maskgit = MaskGit(cfg, vqgan=vqgan)
+    ckpt.load_model("transformer", maskgit.transformer)
+    return maskgit.to(get_device(device)).eval()
+
+
+__all__ = ["run_dir", "train_vqgan", "extract_tokens", "train_mvtm", "evaluate_mvtm",
+           "load_vqgan", "load_maskgit", "lr_at", "make_optimizer", "fingerprint", "MIN_LR_RATIO"]

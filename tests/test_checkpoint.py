@@ -1,0 +1,136 @@
+"""The one checkpoint format: exact round trips, atomic writes, clear errors on bad files."""
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import labkit.checkpoint as checkpoint_module
+from labkit import CheckpointError, get_config, load_checkpoint, save_checkpoint
+from labkit.transformer import BidirectionalTransformer
+
+CFG = get_config("smoke")
+
+
+def trained_state(seed=0):
+    """A transformer and an AdamW that has taken two steps (so it has moments)."""
+    torch.manual_seed(seed)
+    model = BidirectionalTransformer(CFG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.96))
+    z = torch.randint(0, CFG.num_codebook_vectors, (4, CFG.num_image_tokens))
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(z).flatten(0, 1), z.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def save(path, model, optimizer, generator, step=7, config=CFG):
+    return save_checkpoint(path, part="transformer", config=config, models={"transformer": model},
+                           step=step, optimizer=optimizer, generators={"batch": generator},
+                           metrics=[{"step": step, "loss": 1.5}], extra={"note": "hi"})
+
+
+def test_round_trip_restores_weights_optimizer_rng_and_step(tmp_path):
+    model, optimizer = trained_state()
+    generator = torch.Generator().manual_seed(3)
+    torch.rand(5, generator=generator)                 # advance it
+    path = save(tmp_path / "m.safetensors", model, optimizer, generator)
+    expected_next = torch.rand(4, generator=generator)
+
+    ckpt = load_checkpoint(path, part="transformer", config=CFG)
+    fresh, fresh_opt = trained_state(seed=1)
+    ckpt.load_model("transformer", fresh)
+    ckpt.load_optimizer(fresh_opt)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    for p, q in zip(optimizer.param_groups[0]["params"], fresh_opt.param_groups[0]["params"]):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(optimizer.state[p][key], fresh_opt.state[q][key])
+    assert fresh_opt.param_groups[0]["betas"][1] == 0.96
+    restored = torch.Generator().manual_seed(99)
+    restored.set_state(ckpt.rng_state("batch"))
+    assert torch.equal(torch.rand(4, generator=restored), expected_next)
+    assert ckpt.step == 7 and ckpt.metrics == [{"step": 7, "loss": 1.5}] and ckpt.extra == {"note": "hi"}
+    assert ckpt.config == CFG
+
+
+def test_save_leaves_no_temporary_file(tmp_path):
+    model, optimizer = trained_state()
+    save(tmp_path / "m.safetensors", model, optimizer, torch.Generator())
+    save(tmp_path / "m.safetensors", model, optimizer, torch.Generator(), step=8)   # overwrite
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+    assert load_checkpoint(tmp_path / "m.safetensors").step == 8
+
+
+def test_failing_save_keeps_the_old_file(tmp_path, monkeypatch):
+    model, optimizer = trained_state()
+    path = save(tmp_path / "m.safetensors", model, optimizer, torch.Generator(), step=5)
+    before = path.read_bytes()
+
+    def half_written(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        save(path, model, optimizer, torch.Generator(), step=6)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+    assert load_checkpoint(path).step == 5
+
+
+@pytest.fixture
+def good_file(tmp_path):
+    model, optimizer = trained_state()
+    return save(tmp_path / "good.safetensors", model, optimizer, torch.Generator())
+
+
+def test_truncated_file_is_a_checkpoint_error(good_file, tmp_path):
+    data = good_file.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(cut)
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(data[:5])
+    with pytest.raises(CheckpointError, match="empty or truncated"):
+        load_checkpoint(tiny)
+
+
+def test_random_bytes_are_a_checkpoint_error(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+                           .to(torch.uint8).tolist()))
+    with pytest.raises(CheckpointError, match="not a labkit checkpoint"):
+        load_checkpoint(junk)
+
+
+def test_foreign_safetensors_is_a_checkpoint_error(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a labkit checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_other_config_names_the_differing_fields(good_file):
+    other = CFG.replace(dim=64, num_layers=3)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(good_file, part="transformer", config=other)
+    assert "dim: yours 64 vs checkpoint 32" in str(error.value)
+    assert "num_layers: yours 3 vs checkpoint 2" in str(error.value)
+    # fields that do not shape the weights may differ
+    assert load_checkpoint(good_file, config=CFG.replace(mvtm_lr=0.5)).step == 7
+
+
+def test_wrong_part_is_a_checkpoint_error(good_file):
+    with pytest.raises(CheckpointError, match="not 'vqgan'"):
+        load_checkpoint(good_file, part="vqgan")
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nothing.safetensors")

@@ -1,0 +1,281 @@
+"""Training loops: they learn, they are deterministic, they resume exactly, they stop safely."""
+
+import json
+import signal
+
+import pytest
+import torch
+
+import labkit.train as train_module
+from labkit import CheckpointError, MaskGit, get_config
+from labkit.metrics import masked_l1, masked_psnr, masked_token_accuracy
+from labkit.train import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
+                          train_vqgan)
+from labkit.vqgan import VQGAN
+
+CFG = get_config("smoke")
+N = CFG.num_image_tokens
+K = CFG.num_codebook_vectors
+
+
+def smooth_images(n=16, seed=0, size=CFG.image_size):
+    """Blurry random colour fields: learnable in a few steps, unlike white noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+
+def structured_tokens(n=8):
+    """n token grids, grid i holding token 4i everywhere: a tiny model learns to copy a
+    visible token in a hundred steps, so loss and accuracy move fast."""
+    return (torch.arange(n) * 4 % K)[:, None].repeat(1, N)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def without_time(history):
+    return [{k: v for k, v in entry.items() if k != "elapsed_s"} for entry in history]
+
+
+@pytest.fixture(scope="module")
+def vqgan():
+    torch.manual_seed(0)
+    return VQGAN(CFG).eval()
+
+
+# ----------------------------------------------------------------------------- learning
+
+def test_vqgan_reconstruction_loss_falls_on_a_fixed_batch(tmp_path):
+    cfg = CFG.replace(vq_steps=40, vq_lr=5e-3)
+    _, history = train_vqgan(cfg, smooth_images(8), tmp_path, progress=False)
+    assert [entry["step"] for entry in history] == list(range(5, 41, 5))
+    assert history[-1]["l1"] < 0.7 * history[0]["l1"]
+    assert 0 < history[-1]["used_fraction"] <= 1
+
+
+def test_mvtm_overfits_a_fixed_batch(tmp_path, vqgan):
+    cfg = CFG.replace(mvtm_steps=100, log_every=10, label_smoothing=0.0, mvtm_lr=1e-2)
+    _, history = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["accuracy"] > history[0]["accuracy"] + 0.4
+
+
+def test_lr_schedule_warms_up_then_decays_to_a_floor():
+    lrs = [lr_at(step, 1.0, warmup=10, total=110) for step in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))                 # never rises again
+    assert lrs[-1] == pytest.approx(train_module.MIN_LR_RATIO, abs=1e-3)   # not zero
+
+
+def test_weight_decay_only_on_linear_and_conv_weights():
+    model = MaskGit(CFG).transformer
+    decayed, plain = train_module.make_optimizer(model, 1e-3, CFG, torch.device("cpu")).param_groups
+    assert decayed["weight_decay"] == CFG.weight_decay and plain["weight_decay"] == 0
+    plain_ids = {id(p) for p in plain["params"]}
+    assert id(model.tok_emb.weight) in plain_ids and id(model.pos_emb) in plain_ids
+    assert id(model.blocks[0].ln1.weight) in plain_ids and id(model.bias) in plain_ids
+    assert id(model.blocks[0].attn.q_linear.weight) not in plain_ids
+
+
+# ----------------------------------------------------------------------------- determinism
+
+def test_same_seed_same_results(tmp_path, vqgan):
+    cfg = CFG.replace(mvtm_steps=12)
+    tokens = structured_tokens()
+    a, history_a = train_mvtm(cfg, vqgan, tokens, tmp_path / "a", progress=False)
+    b, history_b = train_mvtm(cfg, vqgan, tokens, tmp_path / "b", progress=False)
+    c, _ = train_mvtm(cfg.replace(seed=1), vqgan, tokens, tmp_path / "c", progress=False)
+    assert same_weights(a, b) and without_time(history_a) == without_time(history_b)
+    assert not same_weights(a, c)
+
+
+@pytest.mark.parametrize("stage", ["vqgan", "mvtm"])
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, vqgan, stage):
+    # stop at step 13: not a checkpoint step (ckpt_every=10) nor a log step (log_every=5)
+    if stage == "vqgan":
+        cfg = CFG.replace(vq_steps=22)
+        run = lambda folder, **kw: train_vqgan(cfg, smooth_images(), folder, progress=False, **kw)  # noqa: E731
+    else:
+        cfg = CFG.replace(mvtm_steps=22, dropout=0.1)           # dropout: the global RNG matters too
+        run = lambda folder, **kw: train_mvtm(cfg, vqgan, structured_tokens(), folder,  # noqa: E731
+                                              progress=False, val_tokens=structured_tokens(4), **kw)
+    full, full_history = run(tmp_path / "full")
+    _, part_history = run(tmp_path / "resumed", stop_after=13)
+    assert part_history[-1]["step"] == 10
+    torch.manual_seed(1234)                                     # a resumed run must not depend on it
+    resumed, resumed_history = run(tmp_path / "resumed")
+    assert same_weights(full, resumed)
+    assert without_time(full_history) == without_time(resumed_history)
+
+
+def test_keyboard_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, vqgan, monkeypatch):
+    cfg = CFG.replace(mvtm_steps=20)
+    tokens = structured_tokens()
+    full, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "full", progress=False)
+
+    original = train_module.lr_at
+
+    def press_ctrl_c_at_step_7(step, *args):
+        if step == 6:                      # 0-based: during the 7th step
+            signal.raise_signal(signal.SIGINT)
+        return original(step, *args)
+
+    monkeypatch.setattr(train_module, "lr_at", press_ctrl_c_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
+    monkeypatch.setattr(train_module, "lr_at", original)
+    assert json.loads((tmp_path / "stopped" / "mvtm.json").read_text())["step"] == 7  # finished step 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler               # handler restored
+    resumed, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
+    assert same_weights(full, resumed)
+
+
+def test_finished_checkpoint_is_loaded_without_training(tmp_path, vqgan, monkeypatch):
+    cfg = CFG.replace(mvtm_steps=10)
+    first, history = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+
+    def no_training(*args):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(train_module, "lr_at", no_training)
+    again, history_again = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    assert same_weights(first, again) and history_again == history
+    assert not again.training
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, vqgan, monkeypatch):
+    cfg = CFG.replace(mvtm_steps=20)
+    calls = {"n": 0}
+    original = MaskGit.loss
+
+    def loss_turning_nan(self, logits, z, mask, *args, **kwargs):
+        calls["n"] += 1
+        value = original(self, logits, z, mask, *args, **kwargs)
+        return value * float("nan") if calls["n"] == 13 else value
+
+    monkeypatch.setattr(MaskGit, "loss", loss_turning_nan)
+    with pytest.raises(FloatingPointError, match=r"at step 13.*step 10\) is kept"):
+        train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    ckpt = train_module.load_checkpoint(tmp_path / "mvtm.safetensors")
+    assert ckpt.step == 10
+    assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
+
+
+def test_checkpoint_of_another_config_names_the_fields(tmp_path):
+    train_vqgan(CFG.replace(vq_steps=5), smooth_images(), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="latent_dim: yours 8 vs checkpoint 16"):
+        train_vqgan(CFG.replace(vq_steps=5, latent_dim=8), smooth_images(), tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- tokens and loading
+
+def test_token_cache_is_reused_and_invalidated(tmp_path, vqgan, monkeypatch):
+    images, cache = smooth_images(6), tmp_path / "tokens.safetensors"
+    calls = {"n": 0}
+    original = VQGAN.encode
+
+    def counting_encode(self, x):
+        calls["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(VQGAN, "encode", counting_encode)
+    tokens = extract_tokens(vqgan, images, CFG, cache)
+    assert tokens.shape == (6, N) and tokens.dtype == torch.long
+    assert calls["n"] == 1
+    assert torch.equal(extract_tokens(vqgan, images, CFG, cache), tokens) and calls["n"] == 1
+
+    torch.manual_seed(5)
+    retrained = VQGAN(CFG).eval()                   # a new tokenizer: the cache is stale
+    new_tokens = extract_tokens(retrained, images, CFG, cache)
+    assert calls["n"] == 2
+    assert torch.equal(new_tokens, retrained.encode(images)[1].flatten(1))
+    extract_tokens(retrained, smooth_images(6, seed=1), CFG, cache)    # other data: stale too
+    assert calls["n"] == 4
+
+
+def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"vqgan.safetensors: run notebooks/01_train_vqgan"):
+        load_vqgan(tmp_path, CFG)
+    torch.manual_seed(0)
+    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
+                                 models={"vqgan": VQGAN(CFG)}, step=0)
+    with pytest.raises(FileNotFoundError, match=r"python -m labkit train-mvtm --profile smoke"):
+        load_maskgit(tmp_path, CFG)
+
+
+def test_stage_two_refuses_the_tokens_of_another_tokenizer(tmp_path, vqgan):
+    cfg = CFG.replace(mvtm_steps=5)
+    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+                                 models={"vqgan": vqgan}, step=0)
+    train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    assert isinstance(load_maskgit(tmp_path, cfg), MaskGit)
+    torch.manual_seed(7)
+    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+                                 models={"vqgan": VQGAN(cfg)}, step=0)      # stage 1 retrained
+    with pytest.raises(CheckpointError, match="another tokenizer"):
+        load_maskgit(tmp_path, cfg)
+
+
+def test_run_dir_is_per_profile():
+    assert run_dir(CFG).as_posix() == "runs/smoke"
+    assert run_dir(get_config("cpu"), "elsewhere").as_posix() == "elsewhere/cpu"
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_masked_metrics_on_known_values():
+    target = torch.zeros(2, 3, 4, 4)
+    pred = torch.zeros(2, 3, 4, 4)
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, :2] = True                       # top half missing
+    pred[0, :, :2] = 0.5                     # image 0: error 0.5 in the hole...
+    pred[0, :, 2:] = 1.0                     # ...and a large error outside it, which is ignored
+    pred[1, :, :1] = 0.1                     # image 1: error 0.1 on half of the hole
+    assert torch.allclose(masked_l1(pred, target, mask), torch.tensor([0.5, 0.05]))
+    psnr = masked_psnr(pred, target, mask)
+    assert psnr[0] == pytest.approx(10 * torch.log10(torch.tensor(1 / 0.25)).item())
+    assert psnr[1] == pytest.approx(10 * torch.log10(torch.tensor(1 / 0.005)).item(), rel=1e-5)
+    assert torch.isinf(masked_psnr(target, target, mask)).all()
+    assert torch.isnan(masked_l1(pred, target, torch.zeros_like(mask))).all()   # empty hole
+
+
+def test_masked_token_accuracy_counts_masked_positions_only():
+    z = torch.tensor([[0, 1, 2, 3]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[0, 1, 0, 0]]), 4).float()
+    mask = torch.tensor([[False, True, True, False]])
+    assert masked_token_accuracy(logits, z, mask) == 0.5
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_tiny_pipeline_end_to_end(tmp_path, capsys):
+    from labkit.pipeline import ROWS, run_pipeline
+
+    cfg = CFG.replace(vq_steps=10, mvtm_steps=10)
+    summary = run_pipeline(cfg, tmp_path / "runs", tmp_path / "data", progress=False)
+    out = tmp_path / "runs" / "smoke"
+    for name in ("vqgan.safetensors", "mvtm.safetensors", "inpaint_grid.png", "reconstructions.png",
+                 "summary.json", "tokens-train.safetensors"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text())["inpainting"]["rows"].keys() == ROWS.keys()
+    assert summary["stage1"]["steps"] == 10 and summary["stage2"]["seconds"] > 0
+    assert summary["inpainting"]["n_images"] == CFG.n_test
+    assert "MaskGIT inpainting (composite)" in capsys.readouterr().out
+    rows = summary["inpainting"]["rows"]
+    # composite and raw agree inside the hole; outside it the composite is the original
+    assert rows["maskgit_composite"]["hole_l1"] == pytest.approx(rows["maskgit_raw"]["hole_l1"])
+    assert rows["maskgit_composite"]["image_l1"] < rows["maskgit_raw"]["image_l1"]
+
+    from labkit.datasets import toy_cats
+    test = toy_cats(cfg, "test", tmp_path / "data", progress=False)
+    images, masks = test.tensors(range(4)), test.mask_tensors(range(4))
+    maskgit = load_maskgit(out, cfg)
+    result = maskgit.inpaint(images, masks, total_iter=4, generator=torch.Generator().manual_seed(0))
+    assert result.images.shape == images.shape and result.raw_steps.shape == (4, *images.shape)
+    assert torch.equal(result.images[~masks.expand_as(images)], images[~masks.expand_as(images)])
+    _, z_masked = maskgit.encode_to_z(result.masked_input)
+    known = ~result.trace.initial_mask
+    assert torch.equal(result.trace.predictions[-1][known], z_masked[known])   # known tokens kept
+    assert not result.trace.still_masked[-1].any()                           # all revealed at T
