@@ -1,0 +1,298 @@
+"""CatNet: a small CNN that knows the toy cats, for an honest offline Fréchet distance.
+
+FID needs Inception weights that cannot be downloaded here. CatNet is the offline
+stand-in: a small CNN trained (deterministically, in minutes on a CPU) to read every
+attribute of a toy cat from its picture: a classification head per categorical attribute
+(fur colour, pattern, eyes, mouth...) and a regression head per continuous one (head
+geometry, tilt, offset...). Its features must therefore encode what makes a cat look like
+a toy cat, which is what a Fréchet distance should compare.
+
+    x (B, 3, S, S) in [0, 1]
+      -- per width in cfg.catnet_channels: a 4x4 stride-2 conv and a 3x3 conv
+         (GroupNorm + SiLU after each)          --> (B, C, S / 2**L, S / 2**L)
+      -- flatten, Linear                         --> features (B, D), D = 2 * catnet_channels[-1]
+                                                     (pre-activation: what FD_catnet uses)
+      -- SiLU, one Linear head per attribute     --> logits (B, classes) or a value (B,)
+
+The spatial map is flattened rather than averaged so position (offset, tilt) survives.
+D is 256 for the ``cpu`` and ``gpu`` profiles, 32 for ``smoke``.
+
+``FD_catnet`` is the Fréchet distance (``labkit.fid.frechet_distance``, the same function
+as FID) on these features. It is not FID and is never called FID: its numbers depend on
+this network, so every score carries the checkpoint's hash (``net.checkpoint_hash``).
+
+Training augments only in ways that keep the labels true, and changes the labels with the
+image: a mirror flips the sign of tilt and offset_x and swaps an odd-eyed cat's blue eye
+(``toycats.mirror_labels``); a shift by (dx, dy) pixels adds (dx, dy) / S to the offsets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import LabConfig
+from .fid import Extractor, file_sha256, to_float_images
+from .toycats import ATTRIBUTES, mirror_labels
+from .utils import get_device, seed_everything
+
+CATNET_FILE = "catnet.safetensors"
+CATNET_LR = 2e-3
+MAX_SHIFT = 2          # pixels of random shift in training
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
+
+
+class CatNet(nn.Module):
+    """The attribute CNN. ``forward`` gives the heads' outputs, ``forward_features`` the
+    (B, D) pre-activation features of the penultimate layer."""
+
+    def __init__(self, cfg: LabConfig, attributes: dict = ATTRIBUTES):
+        super().__init__()
+        channels = cfg.catnet_channels
+        if cfg.image_size % 2 ** len(channels):
+            raise ValueError(f"image_size={cfg.image_size} must be divisible by "
+                             f"2**len(catnet_channels)={2 ** len(channels)}")
+        self.image_size = cfg.image_size
+        self.attributes = dict(attributes)
+        # No full-resolution stem: on a CPU it would cost more than all the rest, and the first
+        # stride-2 conv still sees every pixel (so blur and noise reach the features).
+        layers, width_in = [], 3
+        for width in channels:
+            layers += [nn.Conv2d(width_in, width, 4, stride=2, padding=1), _norm(width), nn.SiLU(),
+                       nn.Conv2d(width, width, 3, padding=1), _norm(width), nn.SiLU()]
+            width_in = width
+        self.body = nn.Sequential(*layers)
+        grid = cfg.image_size // 2 ** len(channels)
+        self.feature_dim = 2 * channels[-1]
+        self.embed = nn.Linear(channels[-1] * grid * grid, self.feature_dim)
+        self.heads = nn.ModuleDict({
+            name: nn.Linear(self.feature_dim, len(values) if kind == "categorical" else 1)
+            for name, (kind, values) in self.attributes.items()})
+        self.checkpoint_hash = "untrained"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, S, S) in [0, 1] -> (B, D) pre-activation features."""
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"CatNet reads {self.image_size}x{self.image_size} images, got "
+                             f"{x.shape[-2]}x{x.shape[-1]}: use the profile the net was trained with")
+        return self.embed(self.body(x * 2 - 1).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """x: (B, 3, S, S) -> {attribute: logits (B, classes) or normalised value (B,)}."""
+        hidden = F.silu(self.forward_features(x))
+        return {name: head(hidden) if self.attributes[name][0] == "categorical"
+                else head(hidden).squeeze(-1) for name, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, images, batch_size: int = 256) -> dict:
+        """images (n, 3, S, S) in [0, 1] or uint8 (n, S, S, 3) -> {attribute: (n,) NumPy}:
+        int codes for categorical attributes, values in the attribute's units otherwise."""
+        images = to_float_images(images)
+        device = next(self.parameters()).device
+        parts = [self(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        out = {}
+        for name, (kind, values) in self.attributes.items():
+            joined = torch.cat([part[name] for part in parts]).float().cpu()
+            if kind == "categorical":
+                out[name] = joined.argmax(-1).numpy()
+            else:
+                out[name] = denormalise(joined.numpy(), values)
+        return out
+
+
+def normalise(values: np.ndarray, bounds) -> np.ndarray:
+    """Continuous attribute values -> [-1, 1] over the attribute's sampling range."""
+    lo, hi = bounds
+    return (2 * (np.asarray(values, np.float32) - lo) / (hi - lo) - 1).astype(np.float32)
+
+
+def denormalise(values: np.ndarray, bounds) -> np.ndarray:
+    lo, hi = bounds
+    return ((np.asarray(values, np.float32) + 1) / 2 * (hi - lo) + lo).astype(np.float32)
+
+
+def catnet_loss(outputs: dict, targets: dict, attributes: dict = ATTRIBUTES) -> tuple[torch.Tensor, dict]:
+    """Mean over attributes of cross-entropy (categorical) or MSE on normalised values
+    (continuous). targets: {name: (B,) int64 codes or normalised float}. Returns
+    (loss, {name: float})."""
+    parts = {}
+    for name, (kind, _) in attributes.items():
+        if kind == "categorical":
+            parts[name] = F.cross_entropy(outputs[name].float(), targets[name])
+        else:
+            parts[name] = F.mse_loss(outputs[name].float(), targets[name])
+    loss = torch.stack(list(parts.values())).mean()
+    return loss, {name: value.item() for name, value in parts.items()}
+
+
+def augment(images: torch.Tensor, labels: dict, flip: torch.Tensor, shift: torch.Tensor):
+    """Mirror and shift a batch, changing its labels to match.
+
+    images: (B, 3, S, S); labels: {name: (B,) NumPy}; flip: (B,) bool; shift: (B, 2) int
+    pixels (dx right, dy down). Uncovered borders repeat the edge pixels.
+    """
+    size = images.shape[-1]
+    flip_np = flip.numpy()
+    mirrored = mirror_labels(labels)
+    labels = {name: np.where(flip_np, mirrored[name], labels[name]) for name in labels}
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    padded = F.pad(images, (MAX_SHIFT,) * 4, mode="replicate")
+    # out[y, x] = in[y - dy, x - dx]: the content moves right by dx and down by dy.
+    images = torch.stack([padded[b, :, MAX_SHIFT - dy:MAX_SHIFT - dy + size,
+                                 MAX_SHIFT - dx:MAX_SHIFT - dx + size]
+                          for b, (dx, dy) in enumerate(shift.tolist())])
+    labels["offset_x"] = labels["offset_x"] + shift[:, 0].numpy().astype(np.float32) / size
+    labels["offset_y"] = labels["offset_y"] + shift[:, 1].numpy().astype(np.float32) / size
+    return images, labels
+
+
+def _targets(labels: dict, attributes: dict, device) -> dict:
+    out = {}
+    for name, (kind, values) in attributes.items():
+        if kind == "categorical":
+            out[name] = torch.as_tensor(labels[name], dtype=torch.long, device=device)
+        else:
+            out[name] = torch.as_tensor(normalise(labels[name], values), device=device)
+    return out
+
+
+def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_dir=None,
+                 device=None, steps: int | None = None, progress: bool = True,
+                 val_images=None, val_labels: dict | None = None) -> CatNet:
+    """Train CatNet on toy cats (default: the ``train`` split of ``cfg``) and checkpoint it.
+
+    images: uint8 (n, S, S, 3); labels: {attribute: (n,)} as ``labkit.toycats`` encodes them.
+    The run is deterministic on a CPU for a given ``cfg.seed``. With ``run_dir`` the net is
+    saved to ``run_dir/catnet.safetensors`` and ``net.checkpoint_hash`` is that file's short
+    SHA-256. With validation data, per-attribute accuracy / error is stored in the checkpoint.
+    """
+    from tqdm.auto import tqdm
+
+    if images is None:
+        from .datasets import toy_cats
+        train = toy_cats(cfg, "train")
+        images, labels = train.images, train.labels
+        if val_images is None:
+            val = toy_cats(cfg, "val")
+            val_images, val_labels = val.images, val.labels
+    device = get_device(device)
+    steps = cfg.catnet_steps if steps is None else steps
+    generator = seed_everything(cfg.seed)
+    net = CatNet(cfg).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=CATNET_LR, betas=cfg.betas,
+                                  weight_decay=cfg.weight_decay)
+    pixels = torch.from_numpy(np.ascontiguousarray(images))                   # uint8 (n, S, S, 3)
+    labels = {name: np.asarray(labels[name]) for name in net.attributes}
+    metrics, start = [], time.perf_counter()
+    net.train()
+    for step in tqdm(range(1, steps + 1), desc="catnet", disable=not progress):
+        index = torch.randint(len(pixels), (cfg.catnet_batch_size,), generator=generator)
+        flip = torch.rand(cfg.catnet_batch_size, generator=generator) < 0.5
+        shift = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (cfg.catnet_batch_size, 2), generator=generator)
+        batch, batch_labels = augment(to_float_images(pixels[index]),
+                                      {k: v[index.numpy()] for k, v in labels.items()}, flip, shift)
+        # Cosine decay to 10 % of the rate: a net that ends calm gives stable features.
+        for group in optimizer.param_groups:
+            group["lr"] = CATNET_LR * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / steps)))
+        loss, parts = catnet_loss(net(batch.to(device)), _targets(batch_labels, net.attributes, device),
+                                  net.attributes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if step % cfg.log_every == 0 or step == steps:
+            metrics.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start})
+    net.eval()
+    extra = {"attributes": {name: [kind, list(values)] for name, (kind, values) in net.attributes.items()},
+             "feature_dim": net.feature_dim}
+    if val_images is not None:
+        extra["val"] = attribute_accuracy(net, val_images, val_labels)
+    if run_dir is not None:
+        path = save_checkpoint(Path(run_dir) / CATNET_FILE, part="catnet", config=cfg,
+                               models={"catnet": net}, step=steps, metrics=metrics, extra=extra)
+        net.checkpoint_hash = file_sha256(path)[:12]
+    net.metrics, net.extra = metrics, extra
+    return net
+
+
+def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
+    """A trained CatNet from ``path`` (the file, or the run folder holding catnet.safetensors).
+
+    ``net.checkpoint_hash`` is the file's short SHA-256, to record beside every FD_catnet.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CATNET_FILE
+    checkpoint = load_checkpoint(path, part="catnet", config=cfg)
+    attributes = {name: (kind, tuple(values))
+                  for name, (kind, values) in checkpoint.extra["attributes"].items()}
+    if attributes != ATTRIBUTES:
+        raise CheckpointError(f"{path} was trained on other toy-cat attributes than "
+                              "labkit.toycats.ATTRIBUTES now defines: delete it and train again")
+    net = CatNet(checkpoint.config, attributes)
+    checkpoint.load_model("catnet", net)
+    net.checkpoint_hash = file_sha256(path)[:12]
+    net.metrics, net.extra = checkpoint.metrics, checkpoint.extra
+    return net.to(get_device(device)).eval()
+
+
+def load_or_train_catnet(cfg: LabConfig, run_dir=None, device=None, progress: bool = True) -> CatNet:
+    """The profile's CatNet from ``runs/<profile>/catnet.safetensors``, trained there first if missing."""
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / cfg.profile
+    if (run_dir / CATNET_FILE).is_file():
+        return load_catnet(run_dir, cfg, device)
+    train_catnet(cfg, run_dir=run_dir, device=device, progress=progress)
+    return load_catnet(run_dir, cfg, device)
+
+
+def catnet_extractor(net: CatNet, device=None, batch_size: int = 256) -> Extractor:
+    """The FD_catnet extractor: CatNet's (B, D) pre-activation features."""
+    device = get_device(device) if device is not None else next(net.parameters()).device
+    net = net.to(device).eval()
+    return Extractor("FD_catnet", "catnet", net.checkpoint_hash, net.forward_features, device, batch_size)
+
+
+def attribute_accuracy(net: CatNet, images, labels: dict) -> dict:
+    """How well the net reads the true labels: accuracy per categorical attribute,
+    mean absolute error (attribute units) per continuous one."""
+    predicted = net.predict(images)
+    out = {}
+    for name, (kind, _) in net.attributes.items():
+        truth = np.asarray(labels[name])
+        if kind == "categorical":
+            out[f"acc_{name}"] = float((predicted[name] == truth).mean())
+        else:
+            out[f"mae_{name}"] = float(np.abs(predicted[name] - truth).mean())
+    return out
+
+
+def attribute_agreement(net: CatNet, pred_images, gt_images, per_image: bool = False) -> dict:
+    """Does an inpainted image show the same cat as its ground truth, attribute by attribute?
+
+    Both sets go through the net. Categorical: ``agree_<name>`` = 1 where the predicted
+    classes match; continuous: ``abserr_<name>`` = |difference| of the predicted values,
+    in the attribute's units. Returns per-image (n,) arrays with ``per_image``, else means.
+    """
+    out = agreement_from_predictions(net.predict(pred_images), net.predict(gt_images), net.attributes)
+    return out if per_image else {key: float(value.mean()) for key, value in out.items()}
+
+
+def agreement_from_predictions(pred: dict, gt: dict, attributes: dict = ATTRIBUTES) -> dict:
+    """Per-image agreement of two ``CatNet.predict`` outputs: {agree_<name> | abserr_<name>: (n,)}."""
+    out = {}
+    for name, (kind, _) in attributes.items():
+        if kind == "categorical":
+            out[f"agree_{name}"] = (pred[name] == gt[name]).astype(np.float64)
+        else:
+            out[f"abserr_{name}"] = np.abs(pred[name] - gt[name]).astype(np.float64)
+    return out
