@@ -1,0 +1,282 @@
+"""Inpainting sweeps: schedules x total iterations T x stopping iteration t, with baselines.
+
+One decoding run with T iterations passes through every t = 1..T on its way (the course's
+"sweet spot" is just stopping early), so ``sweep`` decodes each (schedule, T) once and
+scores the image after every t from that one trace: T transformer passes per image and
+setting, instead of 1 + 2 + ... + T.
+
+Every number lands in one tidy table (a list of dicts, written as CSV), one row per score::
+
+    method     maskgit | one_shot | masked_input | vqgan_masked | vqgan_gt | real_vs_real
+    schedule   cosine, linear, ... (maskgit rows)
+    T, t       total iterations and the iteration the image was taken after
+    composite  True: known pixels pasted back; False: the raw decode (what the course scored)
+    metric     FD_catnet, FID, masked_l1, masked_psnr, agree_<attribute>, abserr_<attribute>
+    value, n   the score and the number of images behind it
+    extractor, extractor_hash   which network gave the features (empty for pixel scores)
+
+Baselines in the same table: the masked input (grey hole), the VQGAN round-trip of the
+masked input, one-shot prediction (T = 1; it is the same for every schedule), and the
+VQGAN round-trip of the ground truth: the tokenizer's ceiling, which no inpainting can
+beat on its own pixels. ``real_vs_real`` is the floor: the distance between the ground
+truth and an independent draw of as many real images; Fréchet distances below it are
+noise, and with few images it is far above 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fid import Extractor, FeatureStats, SmallSampleWarning, frechet_distance, to_float_images
+from .metrics import masked_l1, masked_psnr
+
+COLUMNS = ("method", "schedule", "T", "t", "composite", "metric", "value", "n",
+           "extractor", "extractor_hash")
+BASELINES = ("one_shot", "masked_input", "vqgan_masked", "vqgan_gt")
+HIGHER_IS_BETTER = ("masked_psnr", "agree_")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.startswith(HIGHER_IS_BETTER)
+
+
+@dataclass
+class SweepResult:
+    """The tidy rows of a sweep, and how long it took."""
+    rows: list[dict]
+    seconds: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+    def select(self, **where) -> list[dict]:
+        return [row for row in self.rows if all(row.get(k) == v for k, v in where.items())]
+
+    def value(self, **where) -> float:
+        """The one value matching ``where`` (e.g. method="maskgit", schedule="cosine", T=8, t=8,
+        composite=True, metric="FD_catnet")."""
+        rows = self.select(**where)
+        if len(rows) != 1:
+            raise KeyError(f"{len(rows)} rows match {where}; add columns to pick one")
+        return rows[0]["value"]
+
+    def best(self, metric: str | None = None, composite: bool = True) -> list[dict]:
+        """The best (T, t) of each schedule for ``metric`` (default: the first Fréchet distance)."""
+        metric = metric or self.settings["metrics"][0]
+        pick = max if higher_is_better(metric) else min
+        out = []
+        for schedule in self.settings["schedules"]:
+            rows = self.select(method="maskgit", schedule=schedule, metric=metric, composite=composite)
+            if rows:
+                out.append(pick(rows, key=lambda row: row["value"]))
+        return out
+
+    def to_csv(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+        return path
+
+    def table(self, metric: str | None = None, composite: bool = True) -> str:
+        """A text table of ``metric``: one line per (schedule, T) with its value after every t,
+        then the baselines and the real-vs-real floor."""
+        metric = metric or self.settings["metrics"][0]
+        total_iters = self.settings["total_iters"]
+        width = max(total_iters, default=1)
+        lines = [f"{metric} ({'composite' if composite else 'raw decode'}, n={self.settings['n']})",
+                 f"{'schedule':>10} {'T':>3} | " + " ".join(f"t={t:<5d}" for t in range(1, width + 1))]
+        for schedule in self.settings["schedules"]:
+            for total in total_iters:
+                values = [self.select(method="maskgit", schedule=schedule, T=total, t=t,
+                                      metric=metric, composite=composite) for t in range(1, total + 1)]
+                cells = " ".join(f"{rows[0]['value']:<7.3f}" for rows in values)
+                lines.append(f"{schedule:>10} {total:>3} | {cells}")
+        for method in BASELINES + ("real_vs_real",):
+            rows = [row for row in self.select(method=method, metric=metric)
+                    if row["composite"] in (composite, None) or method == "masked_input"]
+            if rows:
+                lines.append(f"{method:>14} | {rows[0]['value']:.3f}")
+        extractor = next((row for row in self.select(metric=metric) if row["extractor"]), None)
+        if extractor:
+            lines.append(f"({metric} from {extractor['extractor']} weights {extractor['extractor_hash']})")
+        return "\n".join(lines)
+
+
+class _Scores:
+    """Accumulates, per image set (a key), the features and per-image scores of its chunks."""
+
+    def __init__(self, extractors, originals, masks, catnet, gt_attributes):
+        self.extractors, self.originals, self.masks = extractors, originals, masks
+        self.catnet, self.gt_attributes = catnet, gt_attributes
+        self.features: dict = {}
+        self.per_image: dict = {}
+
+    def add(self, key, images: torch.Tensor, index: slice) -> None:
+        """images: (B, 3, H, W) in [0, 1], the set ``key``'s images ``index`` of the originals."""
+        images = images.float().cpu()
+        features = self.features.setdefault(key, {ex.metric: [] for ex in self.extractors})
+        for extractor in self.extractors:
+            features[extractor.metric].append(extractor.features(images))
+        per_image = self.per_image.setdefault(key, {})
+        target, mask = self.originals[index], self.masks[index]
+        per_image.setdefault("masked_l1", []).append(masked_l1(images, target, mask).numpy())
+        per_image.setdefault("masked_psnr", []).append(masked_psnr(images, target, mask).numpy())
+        if self.catnet is not None:
+            from .catnet import agreement_from_predictions
+            gt = {name: values[index] for name, values in self.gt_attributes.items()}
+            scores = agreement_from_predictions(self.catnet.predict(images), gt, self.catnet.attributes)
+            for name, values in scores.items():
+                per_image.setdefault(name, []).append(values)
+
+    def rows(self, key, references: dict, **columns) -> list[dict]:
+        out = []
+        for extractor in self.extractors:
+            stats = FeatureStats.from_features(np.concatenate(self.features[key][extractor.metric]))
+            out.append(dict(columns, metric=extractor.metric,
+                            value=frechet_distance(stats, references[extractor.metric]),
+                            n=stats.n, extractor=extractor.name,
+                            extractor_hash=extractor.checkpoint_hash))
+        for name, parts in self.per_image[key].items():
+            values = np.concatenate(parts)
+            # A PSNR of inf (an exact hole) would swamp the mean; it only happens for
+            # images whose hole is reproduced exactly, which the n column still counts.
+            finite = values[np.isfinite(values)]
+            out.append(dict(columns, metric=name, value=float(finite.mean()) if finite.size else math.nan,
+                            n=int(values.size), extractor="", extractor_hash=""))
+        del self.features[key], self.per_image[key]
+        return out
+
+
+@torch.no_grad()
+def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square"),
+          total_iters=(2, 4, 8, 12), extractors: list[Extractor] | None = None, *,
+          floor_images=None, catnet=None, composites=(False, True),
+          choice_temperature: float | None = None, sample: bool = False, seed: int = 0,
+          chunk_size: int = 64, baselines: bool = True, progress: bool = True) -> SweepResult:
+    """Score inpainting over schedules x T x t (each (schedule, T) decoded once) plus baselines.
+
+    maskgit: a trained ``MaskGit``; images: ground truth (n, 3, S, S) in [0, 1] or uint8
+    (n, S, S, 3); pixel_masks: (n, S, S) or (n, 1, S, S) bool, True = missing.
+    extractors: Fréchet-distance extractors (``labkit.fid.Extractor``; see
+    ``default_extractors``); catnet: adds attribute agreement per image when given.
+    floor_images: another draw of real images (same n recommended) for the real-vs-real floor.
+    Each (schedule, T) uses a generator seeded with ``seed``, consumed chunk after chunk, so
+    a run is reproducible for a given ``chunk_size``. T = 1 is the one-shot baseline (the
+    same for every schedule), so it is scored once, not per schedule.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    extractors = list(extractors or [])
+    originals = to_float_images(images).float().cpu()
+    masks = torch.as_tensor(pixel_masks).bool().cpu()
+    masks = masks[:, None] if masks.dim() == 3 else masks
+    n = originals.shape[0]
+    if masks.shape[0] != n:
+        raise ValueError(f"{masks.shape[0]} masks for {n} images: give one mask per image")
+    total_iters = sorted({int(total) for total in total_iters if int(total) > 1 or not baselines})
+    temperature = maskgit.config.choice_temperature if choice_temperature is None else choice_temperature
+    scored_sets = len(schedules) * sum(total_iters) * len(composites) + (3 * len(composites) + 1) * baselines
+    for extractor in extractors:
+        if extractor.name.startswith("inception") and extractor.device.type == "cpu":
+            warnings.warn(f"{extractor.metric} on the CPU: Inception reads about 2 images/s here, and "
+                          f"this sweep scores {scored_sets} sets of {n} images (about "
+                          f"{scored_sets * n / 2 / 3600:.1f} h). Use a GPU, fewer settings, or "
+                          "FD_catnet alone for the sweep and FID for the best settings.", stacklevel=2)
+    references = {ex.metric: ex.statistics(originals) for ex in extractors}
+    gt_attributes = catnet.predict(originals) if catnet is not None else None
+    scores = _Scores(extractors, originals, masks, catnet, gt_attributes)
+    chunks = [slice(i, min(i + chunk_size, n)) for i in range(0, n, chunk_size)]
+    runs = [(schedule, total) for schedule in schedules for total in total_iters]
+    rows = []
+
+    def add_both(key, raw, index):
+        for composite in composites:
+            scores.add(key + (composite,), _paste(raw, originals[index], masks[index]) if composite
+                       else raw, index)
+
+    if baselines:
+        generator = torch.Generator().manual_seed(seed)
+        for index in tqdm(chunks, desc="baselines", disable=not progress):
+            gt, hole = originals[index].to(maskgit.device), masks[index].to(maskgit.device)
+            one_shot = maskgit.inpaint(gt, hole, total_iter=1, choice_temperature=temperature,
+                                       composite=False, generator=generator, sample=sample)
+            add_both(("one_shot",), one_shot.images.cpu(), index)
+            scores.add(("masked_input", True), one_shot.masked_input.cpu(), index)
+            add_both(("vqgan_masked",), _round_trip(maskgit, one_shot.masked_input), index)
+            add_both(("vqgan_gt",), _round_trip(maskgit, gt), index)
+        for composite in composites:
+            rows += scores.rows(("one_shot", composite), references, method="one_shot", schedule=None,
+                                T=1, t=1, composite=composite)
+            rows += scores.rows(("vqgan_masked", composite), references, method="vqgan_masked",
+                                schedule=None, T=None, t=None, composite=composite)
+            rows += scores.rows(("vqgan_gt", composite), references, method="vqgan_gt",
+                                schedule=None, T=None, t=None, composite=composite)
+        rows += scores.rows(("masked_input", True), references, method="masked_input", schedule=None,
+                            T=None, t=None, composite=True)
+
+    for schedule, total in tqdm(runs, desc="sweep", disable=not progress):
+        generator = torch.Generator().manual_seed(seed)
+        for index in chunks:
+            result = maskgit.inpaint(originals[index].to(maskgit.device), masks[index].to(maskgit.device),
+                                     gamma=schedule, total_iter=total, choice_temperature=temperature,
+                                     composite=False, generator=generator, sample=sample)
+            raw_steps = result.raw_steps.cpu()                       # (T, B, 3, H, W)
+            for t in range(1, total + 1):
+                add_both((schedule, total, t), raw_steps[t - 1], index)
+        for t in range(1, total + 1):
+            for composite in composites:
+                rows += scores.rows((schedule, total, t, composite), references, method="maskgit",
+                                    schedule=schedule, T=total, t=t, composite=composite)
+
+    if floor_images is not None:
+        floor = to_float_images(floor_images).float()
+        if len(floor) != n:
+            warnings.warn(f"the real-vs-real floor uses {len(floor)} images but the sweep {n}: "
+                          "Fréchet distances depend on n, so the floor is only comparable at equal n",
+                          SmallSampleWarning, stacklevel=2)
+        for extractor in extractors:
+            rows.append(dict(method="real_vs_real", schedule=None, T=None, t=None, composite=None,
+                             metric=extractor.metric,
+                             value=frechet_distance(extractor.statistics(floor), references[extractor.metric]),
+                             n=len(floor), extractor=extractor.name,
+                             extractor_hash=extractor.checkpoint_hash))
+    settings = dict(schedules=list(schedules), total_iters=total_iters, n=n, seed=seed,
+                    composites=list(composites), choice_temperature=temperature, sample=sample,
+                    metrics=[ex.metric for ex in extractors] + ["masked_l1"])
+    return SweepResult(rows, time.perf_counter() - start, settings)
+
+
+def _paste(raw: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Composite: decoded pixels inside the hole, original pixels outside. (B, 3, H, W)."""
+    return torch.where(mask, raw, original)
+
+
+def _round_trip(maskgit, images: torch.Tensor) -> torch.Tensor:
+    """VQGAN encode + decode: (B, 3, H, W) -> (B, 3, H, W) on the CPU."""
+    _, z_indices = maskgit.encode_to_z(images)
+    return maskgit.vqgan.decode_indices(z_indices).cpu()
+
+
+def default_extractors(cfg, run_dir=None, device=None, weights=None, progress: bool = True):
+    """The extractors a sweep should report: FD_catnet always (trained once into
+    ``runs/<profile>/catnet.safetensors`` if missing), plus FID when the Inception weights
+    are on this machine. Returns (extractors, catnet)."""
+    from .catnet import catnet_extractor, load_or_train_catnet
+    from .fid import find_inception_weights, inception_extractor
+
+    catnet = load_or_train_catnet(cfg, run_dir, device, progress)
+    extractors = [catnet_extractor(catnet, device)]
+    if weights is not None or find_inception_weights() is not None:
+        extractors.append(inception_extractor(weights, device))
+    return extractors, catnet

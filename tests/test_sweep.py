@@ -1,0 +1,109 @@
+"""Inpainting sweeps: one decode per (schedule, T) gives the same scores as decoding to each
+t separately; baselines, floor and CSV are in the table. A random smoke MaskGit and an
+untrained CatNet are enough: the test is about bookkeeping, not about good images."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import MaskGit, get_config
+from labkit.catnet import CatNet, catnet_extractor
+from labkit.masks import make_masks
+from labkit.metrics import masked_l1
+from labkit.sweep import BASELINES, COLUMNS, sweep
+from labkit.toycats import render_cats
+
+CFG = get_config("smoke")
+N = 12
+
+pytestmark = pytest.mark.filterwarnings("ignore::labkit.fid.SmallSampleWarning",
+                                        "ignore::scipy.linalg.LinAlgWarning")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    maskgit = MaskGit(CFG).eval()
+    net = CatNet(CFG).eval()
+    images, _ = render_cats(21, range(2 * N), CFG.image_size)
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(make_masks(21, N, CFG.image_size))
+    return maskgit, net, x[:N], masks, x[N:]
+
+
+@pytest.fixture(scope="module")
+def result(setup):
+    maskgit, net, images, masks, floor = setup
+    return sweep(maskgit, images, masks, schedules=("cosine", "linear"), total_iters=(1, 3),
+                 extractors=[catnet_extractor(net)], floor_images=floor, catnet=net,
+                 chunk_size=N, seed=7, progress=False)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_every_t_scores_like_stopping_there(setup, result, schedule):
+    maskgit, net, images, masks, _ = setup
+    extractor = catnet_extractor(net)
+    reference = extractor.statistics(images)
+    for t in (1, 2, 3):
+        stopped = maskgit.inpaint(images, masks, gamma=schedule, total_iter=3, sweet_spot=t,
+                                  generator=torch.Generator().manual_seed(7))
+        for composite in (False, True):
+            decoded = stopped.steps(composite)[-1]
+            where = dict(method="maskgit", schedule=schedule, T=3, t=t, composite=composite)
+            assert result.value(metric="FD_catnet", **where) == pytest.approx(
+                extractor.distance(decoded, reference), rel=1e-6)
+            assert result.value(metric="masked_l1", **where) == pytest.approx(
+                float(masked_l1(decoded, images, masks).mean()), rel=1e-6)
+
+
+def test_each_setting_is_decoded_once(setup, monkeypatch):
+    maskgit, net, images, masks, _ = setup
+    calls = []
+    original = MaskGit.inpaint
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("total_iter"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MaskGit, "inpaint", counting)
+    sweep(maskgit, images, masks, schedules=("cosine", "square"), total_iters=(2, 4),
+          extractors=[catnet_extractor(net)], chunk_size=8, progress=False)
+    # 2 chunks x (the one-shot baseline + 2 schedules x 2 values of T), never once per t
+    assert sorted(calls) == sorted([1, 2, 4, 2, 4] * 2)
+
+
+def test_baselines_and_floor_are_in_the_table(setup, result):
+    maskgit, net, images, masks, floor = setup
+    methods = {row["method"] for row in result.rows}
+    assert methods == {"maskgit", "real_vs_real", *BASELINES}
+    # T = 1 is the one-shot baseline, scored once (it is the same for every schedule)
+    assert not result.select(method="maskgit", T=1)
+    one_shot = maskgit.inpaint(images, masks, total_iter=1).steps(False)[-1]
+    assert result.value(method="one_shot", metric="masked_l1", composite=False) == pytest.approx(
+        float(masked_l1(one_shot, images, masks).mean()), rel=1e-6)
+    grey_error = float(masked_l1(torch.full_like(images, 0.5), images, masks).mean())
+    assert result.value(method="masked_input", metric="masked_l1") == pytest.approx(grey_error, rel=1e-6)
+    floor_fd = catnet_extractor(net).distance(floor, images)
+    assert result.value(method="real_vs_real", metric="FD_catnet") == pytest.approx(floor_fd, rel=1e-6)
+    fd_rows = result.select(metric="FD_catnet")
+    assert all(row["extractor"] == "catnet" and row["extractor_hash"] == "untrained" for row in fd_rows)
+    assert all(row["n"] == N for row in result.rows)
+    agreement = result.select(method="vqgan_gt", metric="agree_fur_colour", composite=True)
+    assert len(agreement) == 1 and 0 <= agreement[0]["value"] <= 1
+
+
+def test_csv_and_best_settings(result, tmp_path):
+    path = result.to_csv(tmp_path / "sweep.csv")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == COLUMNS and len(rows) == len(result.rows)
+    best = result.best("FD_catnet", composite=True)
+    assert [row["schedule"] for row in best] == ["cosine", "linear"]
+    for row in best:
+        candidates = result.select(method="maskgit", schedule=row["schedule"], metric="FD_catnet",
+                                   composite=True)
+        assert row["value"] == min(c["value"] for c in candidates)
+    text = result.table("FD_catnet")
+    assert "real_vs_real" in text and "vqgan_gt" in text and "untrained" in text
