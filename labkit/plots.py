@@ -349,7 +349,7 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
                       extent=(-0.5, width - 0.5, height - 0.5, -0.5))
             if r == 0:
                 ax.set_title(f"head {h + 1}", fontsize=9)
-            ax.set_xlabel(f"max {weights[h].max():.2f}", fontsize=7, labelpad=1)
+            ax.set_xlabel(f"max {weights[h].max():.1%}", fontsize=7, labelpad=1)
         for ax in axes[r]:
             ax.add_patch(Rectangle((col_q * patch - 0.5, row_q * patch - 0.5), patch, patch,
                                    fill=False, edgecolor="cyan", lw=1.5))
