@@ -50,14 +50,14 @@ class LabConfig:
     # --- stage 1: VQGAN tokenizer (labkit.vqgan) ---
     # Encoder channels per resolution; each step after the first halves the resolution,
     # so the token grid is image_size / 2**(len(vq_channels) - 1).
-    vq_channels: tuple[int, ...] = (32, 64, 128)
+    vq_channels: tuple[int, ...] = (16, 32, 64)
     vq_res_blocks: int = 1
     latent_dim: int = 64
     num_codebook_vectors: int = 512
     beta: float = 0.25             # commitment weight
     codebook_decay: float = 0.99   # EMA decay of the codebook
     dead_code_threshold: float = 1e-3  # EMA usage below which a code is restarted
-    vq_steps: int = 1500
+    vq_steps: int = 1200
     vq_batch_size: int = 32
     vq_lr: float = 2e-3
 
@@ -68,9 +68,9 @@ class LabConfig:
     mlp_dim: int = 512
     dropout: float = 0.0
     attn_drop: float = 0.0
-    mvtm_steps: int = 3000
+    mvtm_steps: int = 1000
     mvtm_batch_size: int = 32
-    mvtm_lr: float = 1e-3
+    mvtm_lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.96)
     weight_decay: float = 4.5e-2
     grad_clip: float = 1.0
@@ -90,7 +90,7 @@ class LabConfig:
     catnet_batch_size: int = 64
 
     # --- logging / checkpoints ---
-    log_every: int = 25
+    log_every: int = 50
     ckpt_every: int = 250
 
     # ----- derived values (never set directly) -----

@@ -11,7 +11,10 @@ the adversarial and perceptual terms of the VQGAN paper need a discriminator and
 pretrained VGG weights, which a 2-core CPU budget and an offline machine cannot afford.
 The codebook is updated by exponential moving averages (EMA) of the vectors assigned to
 each code, and codes that fall out of use are restarted on random encoder outputs, so the
-whole codebook stays in use (``codebook_usage`` reports it).
+whole codebook stays in use (``codebook_usage`` reports it). Every code starts out unused,
+so the first training batch places the whole codebook on encoder outputs (a data-dependent
+initialisation: a random codebook far from the encoder's outputs would leave most codes
+dead for hundreds of steps).
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ class VectorQuantizer(nn.Module):
         self.num_codes, self.code_dim = num_codes, code_dim
         self.beta, self.decay, self.dead_threshold = beta, decay, dead_threshold
         self.register_buffer("codebook", torch.randn(num_codes, code_dim) * 0.1)
-        self.register_buffer("ema_count", torch.ones(num_codes))
-        self.register_buffer("ema_sum", self.codebook.clone())
+        self.register_buffer("ema_count", torch.zeros(num_codes))     # all unused: see _ema_update
+        self.register_buffer("ema_sum", torch.zeros(num_codes, code_dim))
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """flat: (M, C) -> indices (M,) of the nearest codebook vectors (squared L2)."""
@@ -111,14 +114,17 @@ class VectorQuantizer(nn.Module):
         total = self.ema_count.sum()
         smoothed = (self.ema_count + 1e-5) / (total + self.num_codes * 1e-5) * total
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        # Restart dead codes on random encoder outputs of this batch.
-        dead = self.ema_count < self.dead_threshold * total / self.num_codes
+        # Restart dead codes on random encoder outputs of this batch. A restarted code gets
+        # the threshold as its count: if the data does not keep using it, it is restarted
+        # again at the next step, until it lands where encoder outputs are.
+        threshold = self.dead_threshold * total / self.num_codes
+        dead = self.ema_count < threshold
         n_dead = int(dead.sum())
         if n_dead:
             picks = flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
             self.codebook[dead] = picks
-            self.ema_sum[dead] = picks
-            self.ema_count[dead] = 1.0
+            self.ema_sum[dead] = picks * threshold
+            self.ema_count[dead] = threshold
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices (B, h, w) -> z_q (B, C, h, w)."""
