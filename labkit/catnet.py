@@ -87,26 +87,33 @@ class CatNet(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}: use the profile the net was trained with")
         return self.embed(self.body(x * 2 - 1).flatten(1))
 
-    def forward(self, x: torch.Tensor) -> dict:
-        """x: (B, 3, S, S) -> {attribute: logits (B, classes) or normalised value (B,)}."""
-        hidden = F.silu(self.forward_features(x))
-        return {name: head(hidden) if self.attributes[name][0] == "categorical"
-                else head(hidden).squeeze(-1) for name, head in self.heads.items()}
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x: (B, 3, S, S) -> {attribute: logits (B, classes) or normalised value (B,)},
+        and the (B, D) features too with ``return_features``."""
+        features = self.forward_features(x)
+        hidden = F.silu(features)
+        outputs = {name: head(hidden) if self.attributes[name][0] == "categorical"
+                   else head(hidden).squeeze(-1) for name, head in self.heads.items()}
+        return (outputs, features) if return_features else outputs
 
     @torch.no_grad()
-    def predict(self, images, batch_size: int = 256) -> dict:
+    def predict(self, images, batch_size: int = 256, return_features: bool = False):
         """images (n, 3, S, S) in [0, 1] or uint8 (n, S, S, 3) -> {attribute: (n,) NumPy}:
-        int codes for categorical attributes, values in the attribute's units otherwise."""
+        int codes for categorical attributes, values in the attribute's units otherwise.
+        With ``return_features`` also the float32 (n, D) features, from the same pass."""
         images = to_float_images(images)
         device = next(self.parameters()).device
-        parts = [self(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        parts = [self(images[i:i + batch_size].to(device), return_features=True)
+                 for i in range(0, len(images), batch_size)]
         out = {}
         for name, (kind, values) in self.attributes.items():
-            joined = torch.cat([part[name] for part in parts]).float().cpu()
+            joined = torch.cat([outputs[name] for outputs, _ in parts]).float().cpu()
             if kind == "categorical":
                 out[name] = joined.argmax(-1).numpy()
             else:
                 out[name] = denormalise(joined.numpy(), values)
+        if return_features:
+            return out, torch.cat([features for _, features in parts]).float().cpu().numpy()
         return out
 
 
@@ -168,23 +175,30 @@ def _targets(labels: dict, attributes: dict, device) -> dict:
 
 def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_dir=None,
                  device=None, steps: int | None = None, progress: bool = True,
-                 val_images=None, val_labels: dict | None = None) -> CatNet:
-    """Train CatNet on toy cats (default: the ``train`` split of ``cfg``) and checkpoint it.
+                 val_images=None, val_labels: dict | None = None, data="data") -> CatNet:
+    """Train CatNet on toy cats and checkpoint it.
 
     images: uint8 (n, S, S, 3); labels: {attribute: (n,)} as ``labkit.toycats`` encodes them.
-    The run is deterministic on a CPU for a given ``cfg.seed``. With ``run_dir`` the net is
-    saved to ``run_dir/catnet.safetensors`` and ``net.checkpoint_hash`` is that file's short
-    SHA-256. With validation data, per-attribute accuracy / error is stored in the checkpoint.
+    Without them, the ``train`` split of ``cfg``'s toy cats (cached under the folder ``data``)
+    is used, and its ``val`` split for validation. The run is deterministic on a CPU for a
+    given ``cfg.seed``. With ``run_dir`` the net is saved to ``run_dir/catnet.safetensors``
+    and ``net.checkpoint_hash`` is that file's short SHA-256. With validation data,
+    per-attribute accuracy / error is stored in the checkpoint (``net.extra["val"]``).
     """
     from tqdm.auto import tqdm
 
     if images is None:
         from .datasets import toy_cats
-        train = toy_cats(cfg, "train")
+        train = toy_cats(cfg, "train", root=data, progress=progress)
         images, labels = train.images, train.labels
         if val_images is None:
-            val = toy_cats(cfg, "val")
+            val = toy_cats(cfg, "val", root=data, progress=progress)
             val_images, val_labels = val.images, val.labels
+    missing = [name for name in ATTRIBUTES if name not in (labels or {})]
+    if missing:
+        raise ValueError(f"CatNet learns the toy cats' attribute labels, and these images lack "
+                         f"{missing}: train it on toy cats (labkit.datasets.toy_cats); on other "
+                         "images use FID instead of FD_catnet")
     device = get_device(device)
     steps = cfg.catnet_steps if steps is None else steps
     generator = seed_everything(cfg.seed)
@@ -246,12 +260,13 @@ def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
     return net.to(get_device(device)).eval()
 
 
-def load_or_train_catnet(cfg: LabConfig, run_dir=None, device=None, progress: bool = True) -> CatNet:
-    """The profile's CatNet from ``runs/<profile>/catnet.safetensors``, trained there first if missing."""
+def load_or_train_catnet(cfg: LabConfig, run_dir=None, device=None, progress: bool = True,
+                         data="data") -> CatNet:
+    """The profile's CatNet from ``runs/<profile>/catnet.safetensors`` (or ``run_dir``),
+    trained there first if missing, on the toy cats cached under the folder ``data``."""
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / cfg.profile
-    if (run_dir / CATNET_FILE).is_file():
-        return load_catnet(run_dir, cfg, device)
-    train_catnet(cfg, run_dir=run_dir, device=device, progress=progress)
+    if not (run_dir / CATNET_FILE).is_file():
+        train_catnet(cfg, run_dir=run_dir, device=device, progress=progress, data=data)
     return load_catnet(run_dir, cfg, device)
 
 

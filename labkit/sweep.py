@@ -17,10 +17,18 @@ Every number lands in one tidy table (a list of dicts, written as CSV), one row 
 
 Baselines in the same table: the masked input (grey hole), the VQGAN round-trip of the
 masked input, one-shot prediction (T = 1; it is the same for every schedule), and the
-VQGAN round-trip of the ground truth: the tokenizer's ceiling, which no inpainting can
-beat on its own pixels. ``real_vs_real`` is the floor: the distance between the ground
-truth and an independent draw of as many real images; Fréchet distances below it are
-noise, and with few images it is far above 0.
+VQGAN round-trip of the ground truth: the tokenizer's ceiling, since MaskGIT can only
+produce images its tokenizer decodes.
+
+``real_vs_real`` is the distance between the ground truth and an independent draw of as
+many real images: how far apart two sets of *different* real cats already are at this n.
+It is a yardstick, not a hard floor: the inpainted images are the ground-truth cats
+themselves outside the hole, so a paired set can score below it (the ground truth's own
+VQGAN round-trip usually does), and a perfect inpainting scores 0. An inpainting at the
+yardstick is, in distribution, as far from its ground truth as a fresh set of real cats.
+
+Note that the image after iteration t = 1 of any schedule is the one-shot prediction (all
+masked tokens predicted at once), so every schedule's column t = 1 is the same number.
 """
 
 from __future__ import annotations
@@ -124,19 +132,22 @@ class _Scores:
     def add(self, key, images: torch.Tensor, index: slice) -> None:
         """images: (B, 3, H, W) in [0, 1], the set ``key``'s images ``index`` of the originals."""
         images = images.float().cpu()
-        features = self.features.setdefault(key, {ex.metric: [] for ex in self.extractors})
-        for extractor in self.extractors:
-            features[extractor.metric].append(extractor.features(images))
         per_image = self.per_image.setdefault(key, {})
         target, mask = self.originals[index], self.masks[index]
         per_image.setdefault("masked_l1", []).append(masked_l1(images, target, mask).numpy())
         per_image.setdefault("masked_psnr", []).append(masked_psnr(images, target, mask).numpy())
+        catnet_features = None
         if self.catnet is not None:
             from .catnet import agreement_from_predictions
+            predicted, catnet_features = self.catnet.predict(images, return_features=True)
             gt = {name: values[index] for name, values in self.gt_attributes.items()}
-            scores = agreement_from_predictions(self.catnet.predict(images), gt, self.catnet.attributes)
-            for name, values in scores.items():
+            for name, values in agreement_from_predictions(predicted, gt, self.catnet.attributes).items():
                 per_image.setdefault(name, []).append(values)
+        features = self.features.setdefault(key, {ex.metric: [] for ex in self.extractors})
+        for extractor in self.extractors:
+            # The FD_catnet extractor reads the same pass that gave the attributes above.
+            same_pass = catnet_features is not None and extractor.featurize == self.catnet.forward_features
+            features[extractor.metric].append(catnet_features if same_pass else extractor.features(images))
 
     def rows(self, key, references: dict, **columns) -> list[dict]:
         out = []
@@ -268,14 +279,16 @@ def _round_trip(maskgit, images: torch.Tensor) -> torch.Tensor:
     return maskgit.vqgan.decode_indices(z_indices).cpu()
 
 
-def default_extractors(cfg, run_dir=None, device=None, weights=None, progress: bool = True):
+def default_extractors(cfg, run_dir=None, device=None, weights=None, progress: bool = True,
+                       data="data"):
     """The extractors a sweep should report: FD_catnet always (trained once into
-    ``runs/<profile>/catnet.safetensors`` if missing), plus FID when the Inception weights
-    are on this machine. Returns (extractors, catnet)."""
+    ``<run_dir>/catnet.safetensors``, default ``runs/<profile>``, on the toy cats cached under
+    ``data`` if missing), plus FID when the Inception weights are on this machine (or
+    ``weights`` names them). Returns (extractors, catnet)."""
     from .catnet import catnet_extractor, load_or_train_catnet
     from .fid import find_inception_weights, inception_extractor
 
-    catnet = load_or_train_catnet(cfg, run_dir, device, progress)
+    catnet = load_or_train_catnet(cfg, run_dir, device, progress, data)
     extractors = [catnet_extractor(catnet, device)]
     if weights is not None or find_inception_weights() is not None:
         extractors.append(inception_extractor(weights, device))

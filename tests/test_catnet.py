@@ -13,8 +13,9 @@ import torch
 import torchvision.transforms.functional as TF
 
 from labkit import get_config
+import labkit.catnet as catnet_module
 from labkit.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, catnet_extractor,
-                           load_catnet, train_catnet)
+                           load_catnet, load_or_train_catnet, train_catnet)
 from labkit.checkpoint import CheckpointError
 from labkit.fid import file_sha256, frechet_distance
 from labkit.toycats import ATTRIBUTES, draw_cat, mirror_attributes, render_cats, sample_attributes
@@ -79,6 +80,25 @@ def test_training_is_deterministic_and_the_checkpoint_reloads(tmp_path):
     assert loaded.forward_features(x).shape == (4, 2 * cfg.catnet_channels[-1])
     with pytest.raises(CheckpointError, match="catnet_channels"):
         load_catnet(tmp_path / "a", get_config("smoke", catnet_channels=(8, 16, 32)))
+
+
+def test_trained_once_then_loaded(tmp_path, monkeypatch):
+    cfg = get_config("smoke", catnet_steps=2)
+    first = load_or_train_catnet(cfg, tmp_path / "run", progress=False, data=tmp_path / "data")
+    assert (tmp_path / "run" / CATNET_FILE).is_file() and (tmp_path / "data").is_dir()
+    assert "acc_fur_colour" in first.extra["val"]                    # validated on the val split
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the checkpoint exists")
+    monkeypatch.setattr(catnet_module, "train_catnet", no_training)
+    again = load_or_train_catnet(cfg, tmp_path / "run", progress=False, data=tmp_path / "data")
+    assert again.checkpoint_hash == first.checkpoint_hash
+
+
+def test_images_without_attribute_labels_are_refused():
+    images, _ = render_cats(5, range(4), SIZE)
+    with pytest.raises(ValueError, match="use FID"):
+        train_catnet(get_config("smoke"), images, {}, steps=1, progress=False)
 
 
 def test_the_trained_net_reads_attributes(trained, draws):

@@ -46,6 +46,9 @@ def test_every_t_scores_like_stopping_there(setup, result, schedule):
     maskgit, net, images, masks, _ = setup
     extractor = catnet_extractor(net)
     reference = extractor.statistics(images)
+    per_t = [result.value(method="maskgit", schedule=schedule, T=3, t=t, composite=False,
+                          metric="FD_catnet") for t in (1, 2, 3)]
+    assert len(set(per_t)) == 3                 # the images really differ from t to t
     for t in (1, 2, 3):
         stopped = maskgit.inpaint(images, masks, gamma=schedule, total_iter=3, sweet_spot=t,
                                   generator=torch.Generator().manual_seed(7))
