@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from .config import LabConfig
 from .maskgit import MaskGit
 from .metrics import masked_token_accuracy
@@ -48,7 +48,7 @@ from .vqgan import VQGAN, codebook_usage
 MIN_LR_RATIO = 0.1
 VAL_SUBSET = 128        # validation token grids scored at each log step (kept small: CPU time)
 HOW_TO_TRAIN = {
-    "vqgan": "run notebooks/01_train_vqgan.ipynb or `python -m labkit train-tokenizer --profile {profile}`",
+    "vqgan": "run notebooks/00_data_and_tokenizer.ipynb or `python -m labkit train-tokenizer --profile {profile}`",
     "mvtm": "run notebooks/02_train_mvtm.ipynb or `python -m labkit train-mvtm --profile {profile}`",
 }
 
@@ -156,7 +156,7 @@ class _InterruptGuard:
 def _check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, name: str, path: Path):
     """Stop before a non-finite loss or gradient reaches the weights (and any checkpoint)."""
     if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-        kept = (f"the last good checkpoint {path} (step {load_checkpoint(path).step}) is kept"
+        kept = (f"the last good checkpoint {path} (step {read_header(path)['step']}) is kept"
                 if path.is_file() else "no checkpoint was written yet")
         raise FloatingPointError(
             f"{name}: the loss became {float(loss.detach())} (gradient norm {float(grad_norm)}) at step "
@@ -173,7 +173,7 @@ def _write_json(path: Path, cfg: LabConfig, step: int, total: int, history: list
 
 
 def _resume(path: Path, part: str, cfg: LabConfig, model: nn.Module, optimizer, generators: dict,
-            resume: bool, device: torch.device):
+            resume: bool):
     """Load ``path`` into the model, optimizer and generators if it exists and ``resume``.
 
     Returns the checkpoint, or None when training starts from scratch.
@@ -185,7 +185,6 @@ def _resume(path: Path, part: str, cfg: LabConfig, model: nn.Module, optimizer, 
     ckpt.load_optimizer(optimizer)
     for name, generator in generators.items():
         generator.set_state(ckpt.rng_state(name))
-    model.to(device)
     return ckpt
 
 
@@ -220,7 +219,7 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     model = VQGAN(cfg).to(device)
     optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
     generators = _generators(batch_rng, device)
-    ckpt = _resume(path, "vqgan", cfg, model, optimizer, generators, resume, device)
+    ckpt = _resume(path, "vqgan", cfg, model, optimizer, generators, resume)
     step = ckpt.step if ckpt else 0
     history = ckpt.metrics if ckpt else []
     state = ckpt.extra if ckpt else {}
@@ -395,7 +394,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     model = maskgit.transformer
     optimizer = make_optimizer(model, cfg.mvtm_lr, cfg, device)
     generators = _generators(batch_rng, device)
-    ckpt = _resume(path, "transformer", cfg, model, optimizer, generators, resume, device)
+    ckpt = _resume(path, "transformer", cfg, model, optimizer, generators, resume)
     if ckpt is not None:
         _check_tokenizer(ckpt, tokenizer, path)
     step = ckpt.step if ckpt else 0

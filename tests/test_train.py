@@ -196,7 +196,7 @@ def test_token_cache_is_reused_and_invalidated(tmp_path, vqgan, monkeypatch):
 
 
 def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"vqgan.safetensors: run notebooks/01_train_vqgan"):
+    with pytest.raises(FileNotFoundError, match=r"vqgan.safetensors: run notebooks/00_data_and_tokenizer"):
         load_vqgan(tmp_path, CFG)
     torch.manual_seed(0)
     train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
