@@ -157,9 +157,10 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
     return summary
 
 
-def _parse_parameter(text: str) -> tuple[str, object]:
-    name, value = text
-    # Numbers and booleans as Python literals, anything else as a string: -p gamma linear.
+def _parse_parameter(pair) -> tuple[str, object]:
+    """(NAME, VALUE) from the command line: VALUE read as JSON (numbers, lists, true/false,
+    null) when it parses, else kept as a string: -p gamma linear, -p image_indices "[0, 5]"."""
+    name, value = pair
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
