@@ -40,7 +40,7 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LabConfig
 from .fid import Extractor, file_sha256, to_float_images
-from .toycats import ATTRIBUTES, mirror_labels
+from .toycats import ATTRIBUTES, RENDER_VERSION, mirror_labels
 from .utils import get_device, seed_everything
 
 CATNET_FILE = "catnet.safetensors"
@@ -218,8 +218,8 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
         # Cosine decay to 10 % of the rate: a net that ends calm gives stable features.
         for group in optimizer.param_groups:
             group["lr"] = CATNET_LR * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / steps)))
-        loss, parts = catnet_loss(net(batch.to(device)), _targets(batch_labels, net.attributes, device),
-                                  net.attributes)
+        loss, _ = catnet_loss(net(batch.to(device)), _targets(batch_labels, net.attributes, device),
+                              net.attributes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -228,7 +228,7 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
             metrics.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start})
     net.eval()
     extra = {"attributes": {name: [kind, list(values)] for name, (kind, values) in net.attributes.items()},
-             "feature_dim": net.feature_dim}
+             "feature_dim": net.feature_dim, "render_version": RENDER_VERSION}
     if val_images is not None:
         extra["val"] = attribute_accuracy(net, val_images, val_labels)
     if run_dir is not None:
@@ -250,9 +250,10 @@ def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
     checkpoint = load_checkpoint(path, part="catnet", config=cfg)
     attributes = {name: (kind, tuple(values))
                   for name, (kind, values) in checkpoint.extra["attributes"].items()}
-    if attributes != ATTRIBUTES:
-        raise CheckpointError(f"{path} was trained on other toy-cat attributes than "
-                              "labkit.toycats.ATTRIBUTES now defines: delete it and train again")
+    if attributes != ATTRIBUTES or checkpoint.extra.get("render_version") != RENDER_VERSION:
+        raise CheckpointError(f"{path} was trained on toy cats drawn or labelled differently from "
+                              "today's labkit.toycats (attributes or RENDER_VERSION changed): "
+                              "delete it and train again")
     net = CatNet(checkpoint.config, attributes)
     checkpoint.load_model("catnet", net)
     net.checkpoint_hash = file_sha256(path)[:12]

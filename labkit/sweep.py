@@ -97,7 +97,7 @@ class SweepResult:
 
     def table(self, metric: str | None = None, composite: bool = True) -> str:
         """A text table of ``metric``: one line per (schedule, T) with its value after every t,
-        then the baselines and the real-vs-real floor."""
+        then the baselines and the real-vs-real yardstick."""
         metric = metric or self.settings["metrics"][0]
         total_iters = self.settings["total_iters"]
         width = max(total_iters, default=1)
@@ -159,8 +159,8 @@ class _Scores:
                             extractor_hash=extractor.checkpoint_hash))
         for name, parts in self.per_image[key].items():
             values = np.concatenate(parts)
-            # A PSNR of inf (an exact hole) would swamp the mean; it only happens for
-            # images whose hole is reproduced exactly, which the n column still counts.
+            # Images with no hole (NaN) or a hole reproduced exactly (PSNR inf) would swamp
+            # the mean; they are left out of it, and the n column still counts them.
             finite = values[np.isfinite(values)]
             out.append(dict(columns, metric=name, value=float(finite.mean()) if finite.size else math.nan,
                             n=int(values.size), extractor="", extractor_hash=""))
@@ -180,7 +180,7 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     (n, S, S, 3); pixel_masks: (n, S, S) or (n, 1, S, S) bool, True = missing.
     extractors: Fréchet-distance extractors (``labkit.fid.Extractor``; see
     ``default_extractors``); catnet: adds attribute agreement per image when given.
-    floor_images: another draw of real images (same n recommended) for the real-vs-real floor.
+    floor_images: an independent draw of real images (same n) for the real-vs-real yardstick.
     Each (schedule, T) uses a generator seeded with ``seed``, consumed chunk after chunk, so
     a run is reproducible for a given ``chunk_size``. T = 1 is the one-shot baseline (the
     same for every schedule), so it is scored once, not per schedule.
@@ -253,8 +253,8 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     if floor_images is not None:
         floor = to_float_images(floor_images).float()
         if len(floor) != n:
-            warnings.warn(f"the real-vs-real floor uses {len(floor)} images but the sweep {n}: "
-                          "Fréchet distances depend on n, so the floor is only comparable at equal n",
+            warnings.warn(f"the real-vs-real yardstick uses {len(floor)} images but the sweep {n}: "
+                          "Fréchet distances depend on n, so it is only comparable at equal n",
                           SmallSampleWarning, stacklevel=2)
         for extractor in extractors:
             rows.append(dict(method="real_vs_real", schedule=None, T=None, t=None, composite=None,
