@@ -113,6 +113,7 @@ class InpaintResult:
     masked_input: (B, 3, H, W) the input with the hole filled grey
     pixel_mask: (B, 1, H, W) bool, True = missing
     raw_steps: (t*, B, 3, H, W) the decoded prediction after each iteration 1..t*
+               ((1, B, 3, H, W), the last one only, with ``decode_every_step=False``)
     trace: the token-level ``DecodeTrace``
     composite: whether ``images`` / ``steps`` paste the known pixels back
     """
@@ -271,15 +272,17 @@ class MaskGit(nn.Module):
     def inpaint(self, images: torch.Tensor, pixel_masks: torch.Tensor, gamma: str = "cosine",
                 total_iter: int = 8, choice_temperature: float = 4.5, sweet_spot: int | None = None,
                 composite: bool = True, generator: torch.Generator | None = None, sample: bool = False,
-                fill: float = 0.5) -> InpaintResult:
+                fill: float = 0.5, decode_every_step: bool = True,
+                decode_batch: int = 256) -> InpaintResult:
         """Inpaint a batch of images.
 
         images: (B, 3, H, W) in [0, 1] (pixels under the hole are ignored);
         pixel_masks: (B, H, W) or (B, 1, H, W), True / 1 = missing.
         The hole is filled with grey ``fill`` (as the course's masked images), encoded, its
         tokens set to [MASK] and decoded for ``sweet_spot`` (default ``total_iter``)
-        iterations; every iteration's prediction is decoded to pixels. With ``composite``
-        the known pixels are pasted back.
+        iterations; every iteration's prediction is decoded to pixels (only the last one with
+        ``decode_every_step=False``, which halves the cost when the steps are not needed),
+        ``decode_batch`` images at a time. With ``composite`` the known pixels are pasted back.
         """
         images, pixel_masks = check_images_and_masks(images, pixel_masks, self.config.image_size)
         images = images.to(self.device)
@@ -289,8 +292,11 @@ class MaskGit(nn.Module):
         token_mask = pixel_to_token_mask(pixel_masks, self.config.downsample)
         trace = self.inpaint_tokens(z_indices, token_mask, gamma, total_iter, choice_temperature,
                                     generator, sample, sweet_spot)
-        steps, batch = trace.predictions.shape[:2]
-        decoded = self.vqgan.decode_indices(trace.predictions.flatten(0, 1))   # (t* B, 3, H, W)
+        predictions = trace.predictions if decode_every_step else trace.predictions[-1:]
+        steps, batch = predictions.shape[:2]
+        flat = predictions.flatten(0, 1)                                       # (steps B, N)
+        decoded = torch.cat([self.vqgan.decode_indices(chunk)
+                             for chunk in flat.split(decode_batch)])           # (steps B, 3, H, W)
         raw_steps = decoded.view(steps, batch, *decoded.shape[1:])
         return InpaintResult(masked_input, pixel_masks, raw_steps, trace, images, composite)
 

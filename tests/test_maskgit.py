@@ -248,6 +248,17 @@ def test_inpaint_pixels_composite_and_shapes(model):
     assert result.trace.initial_mask.sum(1).tolist() == [3 * 4] * 3   # rows 1-3, cols 1-4
 
 
+def test_decoding_only_the_last_step_gives_the_same_final_image(model):
+    size = CFG.image_size
+    images = torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(5, size, size, dtype=torch.bool)
+    masks[:, 8:24, 4:16] = True
+    every = model.inpaint(images, masks, "cosine", 4, choice_temperature=0.0, decode_batch=3)
+    last = model.inpaint(images, masks, "cosine", 4, choice_temperature=0.0, decode_every_step=False)
+    assert last.raw_steps.shape == (1, 5, 3, size, size)
+    torch.testing.assert_close(last.images, every.images)
+
+
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(total_iter=0), ValueError, "total_iter must be >= 1"),
     (dict(total_iter=2.5), TypeError, "total_iter must be an integer"),
