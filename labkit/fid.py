@@ -138,7 +138,8 @@ def to_float_images(images) -> torch.Tensor:
     Accepts that already, or stored uint8 images (n, H, W, 3) as NumPy or torch.
     """
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
+        # torch cannot share a read-only array (e.g. one made from a PIL image): copy it then.
+        images = torch.from_numpy(images if images.flags.writeable else images.copy())
     if images.dtype == torch.uint8:
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (n, H, W, 3), got {tuple(images.shape)}")
@@ -152,8 +153,8 @@ def to_float_images(images) -> torch.Tensor:
 def read_images(path, csv_size: int = 64) -> np.ndarray:
     """Images to score -> uint8 (n, H, W, 3).
 
-    A folder: every image in it, in name order (as the course's scorer), at the first
-    image's size (the course's are all 64x64; Inception resizes to 299x299 itself).
+    A folder: every image in it, in name order (the order never changes a Fréchet distance),
+    at the first image's size (the course's are all 64x64; Inception resizes to 299x299 itself).
     A .csv: the course's ground truth, one image of csv_size*csv_size*3 values per row.
     """
     from .datasets import list_images, load_image_folder, read_gt_csv, read_image
@@ -352,7 +353,7 @@ def main(argv=None) -> int:
         prog="python -m labkit.fid",
         description="FID of predicted images against ground truth, as the course scores it "
                     "(pytorch-fid Inception pool3, batch 50).")
-    parser.add_argument("pred", help="folder of predicted images (PNG), sorted by file name")
+    parser.add_argument("pred", help="folder of predicted images (PNG)")
     parser.add_argument("gt", help="ground truth: a folder of PNGs or the course's CSV")
     parser.add_argument("--weights", help=f"Inception weights file (default: ${WEIGHTS_ENV}, "
                                            f"then {default_weights_path()})")
