@@ -12,6 +12,12 @@ One module per concept of the lab:
     maskgit      mask schedules, MVTM training forward, iterative decoding
     train        the training loops of both stages, checkpoints and resuming
     checkpoint   the one checkpoint format (safetensors, atomic writes)
+    metrics      masked-region L1 / PSNR, masked-token accuracy
+    fid          FID (pytorch-fid's Inception, real weights only) and the Fréchet distance
+    catnet       the toy cats' attribute CNN and its honest offline distance, FD_catnet
+    sweep        schedules x T x t inpainting sweeps with baselines
+    plots        figures for the notebooks; explorer: the ipywidgets decoding explorer
+    pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series
     utils        the device helper and the seed helper
 """
 
@@ -20,6 +26,9 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LabConfig, get_config
 from .maskgit import SCHEDULES, DecodeTrace, InpaintResult, MaskGit, gamma_func, mvtm_loss
 from .datasets import DataError, ImageSet, load_course_dataset, load_dataset, load_image_folder, toy_cats
+from .fid import Extractor, FeatureStats, InceptionWeightsMissing, SmallSampleWarning, frechet_distance, inception_extractor
+from .catnet import CatNet, attribute_agreement, catnet_extractor, load_catnet, load_or_train_catnet, train_catnet
+from .sweep import SweepResult, default_extractors, sweep
 from .masks import brush_mask, make_masks, pixel_to_token_mask
 from .toycats import ATTRIBUTES, mirror_labels, render_cat, render_cats
 from .transformer import BidirectionalTransformer
@@ -35,4 +44,7 @@ __all__ = [
     "get_device", "seed_everything", "VQGAN", "codebook_usage",
     "DataError", "ImageSet", "load_course_dataset", "load_dataset", "load_image_folder", "toy_cats",
     "brush_mask", "make_masks", "ATTRIBUTES", "mirror_labels", "render_cat", "render_cats",
+    "Extractor", "FeatureStats", "InceptionWeightsMissing", "SmallSampleWarning", "frechet_distance",
+    "inception_extractor", "CatNet", "attribute_agreement", "catnet_extractor", "load_catnet",
+    "load_or_train_catnet", "train_catnet", "SweepResult", "default_extractors", "sweep",
 ]

@@ -85,7 +85,7 @@ class LabConfig:
     choice_temperature: float = 4.5
 
     # --- scoring (labkit.catnet / labkit.fid) ---
-    catnet_channels: tuple[int, ...] = (32, 64, 128)
+    catnet_channels: tuple[int, ...] = (16, 32, 64)
     catnet_steps: int = 1500
     catnet_batch_size: int = 64
 
