@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROFILE ?= cpu
 
-.PHONY: all setup test main clean-runs
+.PHONY: all setup test main refresh-notebooks clean-runs
 
 all: setup main
 
@@ -20,8 +20,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# The pipeline trains both stages (or resumes them) and scores the test split; the notebook
+# series then loads those checkpoints and writes executed copies under runs/$(PROFILE)/notebooks/.
 main: setup
 	$(BIN)/python -m labkit pipeline --profile $(PROFILE)
+	$(BIN)/python -m labkit.notebook_runner --profile $(PROFILE)
+
+# Rewrite the committed notebooks with the outputs of a real run of the current code.
+refresh-notebooks: setup
+	$(BIN)/python -m labkit.notebook_runner --profile $(PROFILE) --refresh
 
 test: setup
 	LABKIT_PROFILE=smoke $(BIN)/python -m pytest -q
