@@ -3,12 +3,16 @@
 import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+import labkit
 from labkit import distributed, get_config
 from labkit.checkpoint import load_checkpoint
 from labkit.train import train_mvtm, train_vqgan
@@ -145,3 +149,21 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
     assert distributed.shard(16) == slice(0, 16)
     x = torch.arange(4.0)
     assert distributed.all_gather_cat(x) is x and distributed.all_reduce_sum(x) is x
+
+
+def test_the_cli_trains_under_torchrun(tmp_path):
+    """`torchrun --nproc_per_node=2 -m labkit train-tokenizer` on CPU: one checkpoint, one
+    rendering of the data, no crash of the non-main rank."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(labkit.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+               "-m", "labkit", "train-tokenizer", "--profile", "smoke", "--device", "cpu",
+               "--no-progress"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = load_checkpoint(tmp_path / "runs" / "smoke" / "vqgan.safetensors", part="vqgan",
+                           config=get_config("smoke"))
+    assert ckpt.step == get_config("smoke").vq_steps
+    assert (tmp_path / "runs" / "smoke" / "reconstructions.png").is_file()
