@@ -4,7 +4,7 @@ import nbformat
 import papermill
 import pytest
 
-from labkit.notebook_runner import NOTEBOOKS_DIR, SERIES
+from labkit.notebook_runner import NOTEBOOKS_DIR, SERIES, run_series
 from labkit.params import RULES, ParameterError, check_parameters
 
 
@@ -77,3 +77,9 @@ def test_papermill_raw_parameter_stops_the_notebook_in_the_first_cell(tmp_path):
                                    parameters={"total_iter": "12"}, kernel_name="python3",
                                    language="python", progress_bar=False)
     assert error.value.ename == "ParameterError" and "total_iter = '12' (str)" in error.value.evalue
+
+
+def test_the_notebook_runner_checks_parameters_before_starting_a_kernel(tmp_path):
+    with pytest.raises(ParameterError, match="total_iter = 8.5"):
+        run_series("smoke", ["04_inpaint"], {"total_iter": 8.5}, runs_root=tmp_path, log=lambda *a, **k: None)
+    assert not (tmp_path / "smoke").exists()
