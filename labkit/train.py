@@ -229,7 +229,12 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     images = as_images(images)
     if images.shape[-1] != cfg.image_size:
         raise ValueError(f"images are {images.shape[-1]}x{images.shape[-1]} but profile "
-                         f"{cfg.profile!r} works on {cfg.image_size}x{cfg.image_size}")
+                         f"{cfg.profile!r} works on {cfg.image_size}x{cfg.image_size}: load them "
+                         f"with labkit.load_dataset(cfg, folder) or load_image_folder(folder, "
+                         f"{cfg.image_size}), which resize, or use get_config(..., "
+                         f"image_size={images.shape[-1]})")
+    if len(images) == 0:
+        raise ValueError("no training images: the image set is empty")
     path = Path(run_dir) / f"{name}.safetensors"
     total = cfg.vq_steps
 
@@ -413,6 +418,8 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     cfg = cfg.replace(**{key: value for key, value in
                          (("loss", loss), ("label_smoothing", label_smoothing)) if value is not None})
     tokens = _check_tokens(tokens, cfg, "tokens")
+    if len(tokens) == 0:
+        raise ValueError("no training tokens: extract_tokens got no images")
     val_tokens = None if val_tokens is None else _check_tokens(val_tokens, cfg, "val_tokens")[:VAL_SUBSET]
     path = Path(run_dir) / f"{name}.safetensors"
     total = cfg.mvtm_steps
