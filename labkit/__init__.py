@@ -12,6 +12,8 @@ One module per concept of the lab:
     maskgit      mask schedules, MVTM training forward, iterative decoding
     train        the training loops of both stages, checkpoints and resuming
     checkpoint   the one checkpoint format (safetensors, atomic writes)
+    distributed  training on several GPUs under torchrun (DistributedDataParallel)
+    params       checks of the notebooks' parameters (papermill -p)
     utils        the device helper and the seed helper
 """
 

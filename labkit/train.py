@@ -202,7 +202,8 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """
     if not distributed.is_distributed():
         return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+    on_gpu = device.type == "cuda" and device.index is not None
+    return DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None,
                                    forward_sync_buffers=False)
 
 
@@ -246,12 +247,12 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     step = ckpt.step if ckpt else 0
     distributed.seed_rank(cfg.seed, step)
     part = distributed.shard(cfg.vq_batch_size)
-    ddp_model = _wrap_ddp(model, device)
     history = ckpt.metrics if ckpt else []
     state = ckpt.extra if ckpt else {}
     window = state.get("window", {"loss": [], "l1": [], "mse": [], "commit": []})
     if step >= total:
         return model.eval(), history
+    ddp_model = _wrap_ddp(model, device)
 
     def save():
         if distributed.is_main():
@@ -436,12 +437,12 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     step = ckpt.step if ckpt else 0
     distributed.seed_rank(cfg.seed, step)
     part = distributed.shard(cfg.mvtm_batch_size)
-    ddp_model = _wrap_ddp(model, device)
     history = ckpt.metrics if ckpt else []
     state = ckpt.extra if ckpt else {}
     window = state.get("window", {"loss": [], "accuracy": []})
     if step >= total:
         return maskgit.eval(), history
+    ddp_model = _wrap_ddp(model, device)
 
     def save():
         if distributed.is_main():
