@@ -170,7 +170,7 @@ def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "
 
     summary = {
         "profile": cfg.profile, "device": str(device), "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "world_size": distributed.world_size(),
         "data": {split: {"n": len(s), "source": s.source} for split, s in splits.items()},
         "stage1": {**_stage_summary(vq_history, cfg.vq_steps),
                    "codebook_train": codebook_usage(tokens, cfg.num_codebook_vectors)},
