@@ -18,6 +18,8 @@ One module per concept of the lab:
     sweep        schedules x T x t inpainting sweeps with baselines
     plots        figures for the notebooks; explorer: the ipywidgets decoding explorer
     pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series
+    distributed  training on several GPUs under torchrun (DistributedDataParallel)
+    params       checks of the notebooks' parameters (papermill -p)
     utils        the device helper and the seed helper
 """
 

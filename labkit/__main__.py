@@ -8,6 +8,10 @@
 
 Every command calls the same functions as the notebooks (``labkit.pipeline``), and
 resumes from the checkpoints in ``runs/<profile>/``.
+
+Several GPUs: start the same command with torchrun, one process per GPU
+(``torchrun --nproc_per_node=4 -m labkit train-mvtm --profile gpu``). Both training
+stages then run with DistributedDataParallel; rank 0 writes every file and prints.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import distributed
 from .config import PROFILES, default_profile, get_config
 from .pipeline import (evaluate_inpainting, format_table, prepare_data, run_pipeline, stage_mvtm,
                        stage_tokenizer)
@@ -48,13 +53,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    device = distributed.init(args.device) or get_device(args.device)
+    try:
+        return _run(args, device)
+    finally:
+        distributed.cleanup()
+
+
+def _run(args, device) -> int:
     cfg = get_config(args.profile)
-    device = get_device(args.device)
     progress = not args.no_progress
     if args.command == "pipeline":
         run_pipeline(cfg, args.runs, args.data, args.data_root, device, progress)
         return 0
     splits = prepare_data(cfg, args.data, args.data_root)
+    if not distributed.is_main() and args.command in ("make-data", "inpaint"):
+        return 0                            # nothing to share out: rank 0 does it alone
     if args.command == "make-data":
         for split, images in splits.items():
             print(f"{split:5s} {len(images):6d} images  {images.source}")

@@ -126,6 +126,14 @@ class LabConfig:
                 f"downsampling factor {self.downsample} (from vq_channels={self.vq_channels})")
         if self.loss not in ("masked", "full"):
             raise ValueError(f"loss={self.loss!r}: use 'masked' (paper) or 'full' (all tokens)")
+        from .maskgit import SCHEDULES     # here, not at the top: maskgit imports this module
+        for name in ("train_gamma", "gamma_type"):
+            if getattr(self, name) not in SCHEDULES:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not a mask schedule; "
+                                 f"choose one of {', '.join(SCHEDULES)}")
+        if isinstance(self.total_iter, bool) or not isinstance(self.total_iter, int) or self.total_iter < 1:
+            raise ValueError(f"total_iter={self.total_iter!r}: the number of decoding iterations "
+                             "must be an integer >= 1")
 
     # ----- (de)serialisation, stored beside every checkpoint -----
     def to_dict(self) -> dict:

@@ -34,6 +34,7 @@ import nbformat
 import papermill
 
 from .config import PROFILES, default_profile
+from .params import check_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -104,6 +105,7 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
     if refresh and parameters:
         raise ValueError("--refresh writes the outputs into the committed notebooks, which must "
                          "show the embedded defaults: drop the -p parameters, or run without --refresh")
+    check_parameters(parameters or {})      # a wrong -p value fails here, before any kernel starts
     names = [Path(name).stem for name in (notebooks or SERIES)]
     sources = [notebook_path(name, notebooks_dir) for name in names]
     run_root = Path(runs_root) if runs_root else REPO_ROOT / "runs"

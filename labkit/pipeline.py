@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import LabConfig
 from .datasets import ImageSet, load_dataset
 from .maskgit import MaskGit
@@ -46,7 +47,8 @@ def prepare_data(cfg: LabConfig, data: str | Path = "data", data_root: str | Pat
                  ) -> dict[str, ImageSet]:
     """{"train", "val", "test"}: the toy cats (cached under ``data``) or the dataset at
     ``data_root`` (the course's layout or any image folder)."""
-    return load_dataset(cfg, data_root, cache_root=data)
+    with distributed.main_first():          # under torchrun rank 0 writes the cache, the others read it
+        return load_dataset(cfg, data_root, cache_root=data)
 
 
 def stage_tokenizer(cfg: LabConfig, splits: dict, runs: str | Path = "runs", device=None,
@@ -54,8 +56,9 @@ def stage_tokenizer(cfg: LabConfig, splits: dict, runs: str | Path = "runs", dev
     """Stage 1: train (or resume, or load) the VQGAN; writes reconstructions.png."""
     out = run_dir(cfg, runs)
     vqgan, history = train_vqgan(cfg, splits["train"], out, device=device, progress=progress)
-    save_figure(show_reconstructions(vqgan, splits["val"].tensors(range(min(N_SHOW, len(splits["val"]))))),
-                out / "reconstructions.png")
+    if distributed.is_main():
+        shown = splits["val"].tensors(range(min(N_SHOW, len(splits["val"]))))
+        save_figure(show_reconstructions(vqgan, shown), out / "reconstructions.png")
     return vqgan, history
 
 
@@ -64,10 +67,11 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path = "runs", d
     """Stage 2: encode the train / val images once (cached), then train (or resume, or
     load) the transformer. Returns (maskgit, history, train tokens)."""
     out = run_dir(cfg, runs)
-    tokens = extract_tokens(vqgan, splits["train"], cfg, out / "tokens-train.safetensors",
-                            progress=progress)
-    val_tokens = extract_tokens(vqgan, splits["val"], cfg, out / "tokens-val.safetensors",
-                                progress=progress)
+    with distributed.main_first():          # under torchrun rank 0 encodes and caches, the others read
+        tokens = extract_tokens(vqgan, splits["train"], cfg, out / "tokens-train.safetensors",
+                                progress=progress and distributed.is_main())
+        val_tokens = extract_tokens(vqgan, splits["val"], cfg, out / "tokens-val.safetensors",
+                                    progress=progress and distributed.is_main())
     maskgit, history = train_mvtm(cfg, vqgan, tokens, out, device=device, progress=progress,
                                   val_tokens=val_tokens)
     return maskgit, history, tokens
@@ -148,13 +152,16 @@ def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "
     """Data -> stage 1 -> tokens -> stage 2 -> inpainting of the test split.
 
     Writes ``runs/<profile>/summary.json`` and the figures, prints the table, returns the
-    summary dict.
+    summary dict. Under torchrun all ranks train; rank 0 alone evaluates and writes, the
+    others return None.
     """
     device = get_device(device)
     out = run_dir(cfg, runs)
     splits = prepare_data(cfg, data, data_root)
     vqgan, vq_history = stage_tokenizer(cfg, splits, runs, device, progress)
     maskgit, mvtm_history, tokens = stage_mvtm(cfg, vqgan, splits, runs, device, progress)
+    if not distributed.is_main():
+        return None
     save_figure(plot_history(vq_history, ["l1", "used_fraction"], title="stage 1: VQGAN"),
                 out / "training_curves_vqgan.png")
     keys = ["loss", "accuracy"] + (["val_accuracy"] if "val_accuracy" in mvtm_history[-1] else [])
@@ -163,7 +170,7 @@ def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "
 
     summary = {
         "profile": cfg.profile, "device": str(device), "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "world_size": distributed.world_size(),
         "data": {split: {"n": len(s), "source": s.source} for split, s in splits.items()},
         "stage1": {**_stage_summary(vq_history, cfg.vq_steps),
                    "codebook_train": codebook_usage(tokens, cfg.num_codebook_vectors)},

@@ -19,6 +19,10 @@ Ctrl-C (or Jupyter's stop button). Calling the same function again resumes from 
 and the resumed run ends with the same weights as an uninterrupted one (bit for bit on
 CPU). A finished checkpoint is simply loaded. ``<name>.json`` beside it is a small
 human-readable summary.
+
+Under ``torchrun`` (see ``labkit.distributed``) both loops train with
+DistributedDataParallel: the config's batch size is the global batch, each rank computes
+its slice of it, rank 0 alone writes the checkpoint, the summary and the progress bar.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from .config import LabConfig
 from .maskgit import MaskGit
@@ -188,6 +194,19 @@ def _resume(path: Path, part: str, cfg: LabConfig, model: nn.Module, optimizer, 
     return ckpt
 
 
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` inside DistributedDataParallel under torchrun, else ``model`` itself.
+
+    The VQGAN's codebook buffers are kept in step by the quantiser's own all-reduce, so
+    DDP need not broadcast buffers at every forward.
+    """
+    if not distributed.is_distributed():
+        return model
+    on_gpu = device.type == "cuda" and device.index is not None
+    return DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None,
+                                   forward_sync_buffers=False)
+
+
 def _window_means(window: dict) -> dict:
     return {key: sum(values) / len(values) for key, values in window.items() if values}
 
@@ -211,7 +230,12 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     images = as_images(images)
     if images.shape[-1] != cfg.image_size:
         raise ValueError(f"images are {images.shape[-1]}x{images.shape[-1]} but profile "
-                         f"{cfg.profile!r} works on {cfg.image_size}x{cfg.image_size}")
+                         f"{cfg.profile!r} works on {cfg.image_size}x{cfg.image_size}: load them "
+                         f"with labkit.load_dataset(cfg, folder) or load_image_folder(folder, "
+                         f"{cfg.image_size}), which resize, or use get_config(..., "
+                         f"image_size={images.shape[-1]})")
+    if len(images) == 0:
+        raise ValueError("no training images: the image set is empty")
     path = Path(run_dir) / f"{name}.safetensors"
     total = cfg.vq_steps
 
@@ -221,22 +245,28 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     generators = _generators(batch_rng, device)
     ckpt = _resume(path, "vqgan", cfg, model, optimizer, generators, resume)
     step = ckpt.step if ckpt else 0
+    distributed.seed_rank(cfg.seed, step)
+    part = distributed.shard(cfg.vq_batch_size)
     history = ckpt.metrics if ckpt else []
     state = ckpt.extra if ckpt else {}
     window = state.get("window", {"loss": [], "l1": [], "mse": [], "commit": []})
     if step >= total:
         return model.eval(), history
+    ddp_model = _wrap_ddp(model, device)
 
     def save():
-        extra = {"window": window, "elapsed_s": elapsed()}
-        save_checkpoint(path, part="vqgan", config=cfg, models={"vqgan": model}, step=step,
-                        optimizer=optimizer, generators=generators, metrics=history, extra=extra)
-        _write_json(path.with_suffix(".json"), cfg, step, total, history, {"elapsed_s": elapsed()})
+        if distributed.is_main():
+            extra = {"window": window, "elapsed_s": elapsed()}
+            save_checkpoint(path, part="vqgan", config=cfg, models={"vqgan": model}, step=step,
+                            optimizer=optimizer, generators=generators, metrics=history, extra=extra)
+            _write_json(path.with_suffix(".json"), cfg, step, total, history, {"elapsed_s": elapsed()})
+        distributed.barrier()        # no rank reads the file (to resume) before it is written
 
     start = time.perf_counter() - state.get("elapsed_s", 0.0)
     elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
     model.train()
-    bar = tqdm(total=total, initial=step, desc=f"stage 1 ({name})", disable=not progress)
+    bar = tqdm(total=total, initial=step, desc=f"stage 1 ({name})",
+               disable=not (progress and distributed.is_main()))
     with _InterruptGuard() as guard:
         try:
             while step < total:
@@ -245,26 +275,30 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
                     group["lr"] = lr
                 index = torch.randint(0, len(images), (cfg.vq_batch_size,), generator=batch_rng)
                 flip = torch.rand(cfg.vq_batch_size, generator=batch_rng) < 0.5
-                x = images[index]
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
+                x = images[index[part]]
+                x = torch.where(flip[part, None, None, None], x.flip(-1), x).to(device)
 
                 with autocast(device):
-                    x_rec, indices, commit = model(x)
+                    x_rec, indices, commit = ddp_model(x)
                 x_rec = x_rec.float()
                 l1 = (x_rec - x).abs().mean()
                 mse = (x_rec - x).pow(2).mean()
                 loss = l1 + mse + commit
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                # Every slice has the same size, so the mean of the ranks' means is the
+                # loss of the global batch (the logged and NaN-checked numbers).
+                losses = distributed.all_reduce_sum(
+                    torch.stack([loss, l1, mse, commit]).detach()) / distributed.world_size()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                _check_finite(loss, grad_norm, step + 1, f"stage 1 ({name})", path)
+                _check_finite(losses[0], grad_norm, step + 1, f"stage 1 ({name})", path)
                 optimizer.step()
                 step += 1
 
-                for key, value in (("loss", loss), ("l1", l1), ("mse", mse), ("commit", commit)):
-                    window[key].append(float(value.detach()))
+                for key, value in zip(("loss", "l1", "mse", "commit"), losses.tolist()):
+                    window[key].append(value)
                 if step % cfg.log_every == 0 or step == total:
-                    usage = codebook_usage(indices, cfg.num_codebook_vectors)
+                    usage = codebook_usage(distributed.all_gather_cat(indices), cfg.num_codebook_vectors)
                     history.append({"step": step, **_window_means(window), "lr": lr,
                                     "used_fraction": usage["used_fraction"],
                                     "perplexity": usage["perplexity"], "elapsed_s": elapsed()})
@@ -274,15 +308,16 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
                 if step % cfg.ckpt_every == 0 or step == total or step == stop_after:
                     save()
                 bar.update(1)
-                if guard.requested:
+                if distributed.any_rank(guard.requested, losses.device):
                     raise KeyboardInterrupt
                 if step == stop_after:
                     break
         except KeyboardInterrupt:
             if not guard.forced:
                 save()
-                print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
-                      "call train_vqgan again to resume")
+                if distributed.is_main():
+                    print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
+                          "call train_vqgan again to resume")
             raise
         finally:
             bar.close()
@@ -384,6 +419,8 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     cfg = cfg.replace(**{key: value for key, value in
                          (("loss", loss), ("label_smoothing", label_smoothing)) if value is not None})
     tokens = _check_tokens(tokens, cfg, "tokens")
+    if len(tokens) == 0:
+        raise ValueError("no training tokens: extract_tokens got no images")
     val_tokens = None if val_tokens is None else _check_tokens(val_tokens, cfg, "val_tokens")[:VAL_SUBSET]
     path = Path(run_dir) / f"{name}.safetensors"
     total = cfg.mvtm_steps
@@ -398,26 +435,32 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     if ckpt is not None:
         _check_tokenizer(ckpt, tokenizer, path)
     step = ckpt.step if ckpt else 0
+    distributed.seed_rank(cfg.seed, step)
+    part = distributed.shard(cfg.mvtm_batch_size)
     history = ckpt.metrics if ckpt else []
     state = ckpt.extra if ckpt else {}
     window = state.get("window", {"loss": [], "accuracy": []})
     if step >= total:
         return maskgit.eval(), history
+    ddp_model = _wrap_ddp(model, device)
 
     def save():
-        extra = {"window": window, "elapsed_s": elapsed(), "tokenizer": tokenizer}
-        save_checkpoint(path, part="transformer", config=cfg, models={"transformer": model},
-                        step=step, optimizer=optimizer, generators=generators, metrics=history,
-                        extra=extra)
-        _write_json(path.with_suffix(".json"), cfg, step, total, history,
-                    {"elapsed_s": elapsed(), "tokenizer": tokenizer})
+        if distributed.is_main():
+            extra = {"window": window, "elapsed_s": elapsed(), "tokenizer": tokenizer}
+            save_checkpoint(path, part="transformer", config=cfg, models={"transformer": model},
+                            step=step, optimizer=optimizer, generators=generators, metrics=history,
+                            extra=extra)
+            _write_json(path.with_suffix(".json"), cfg, step, total, history,
+                        {"elapsed_s": elapsed(), "tokenizer": tokenizer})
+        distributed.barrier()        # no rank reads the file (to resume) before it is written
 
     start = time.perf_counter() - state.get("elapsed_s", 0.0)
     elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
     maskgit.train()
     vqgan.eval()
     tokens = tokens.to(device)
-    bar = tqdm(total=total, initial=step, desc=f"stage 2 ({name})", disable=not progress)
+    bar = tqdm(total=total, initial=step, desc=f"stage 2 ({name})",
+               disable=not (progress and distributed.is_main()))
     with _InterruptGuard() as guard:
         try:
             while step < total:
@@ -427,21 +470,26 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
                 index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng)
                 z = tokens[index.to(device)]
 
-                with autocast(device):
-                    logits, z, mask = maskgit.forward_tokens(z, batch_rng)
-                    loss_value = maskgit.loss(logits, z, mask)
+                if distributed.is_distributed():
+                    loss_value, loss_seen, accuracy = _mvtm_shard_step(maskgit, ddp_model, z,
+                                                                       batch_rng, part)
+                else:
+                    with autocast(device):
+                        logits, z, mask = maskgit.forward_tokens(z, batch_rng)
+                        loss_value = maskgit.loss(logits, z, mask)
+                    loss_seen, accuracy = loss_value.detach(), masked_token_accuracy(logits, z, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss_value.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                _check_finite(loss_value, grad_norm, step + 1, f"stage 2 ({name})", path)
+                _check_finite(loss_seen, grad_norm, step + 1, f"stage 2 ({name})", path)
                 optimizer.step()
                 step += 1
 
-                window["loss"].append(float(loss_value.detach()))
-                window["accuracy"].append(masked_token_accuracy(logits, z, mask))
+                window["loss"].append(float(loss_seen))
+                window["accuracy"].append(accuracy)
                 if step % cfg.log_every == 0 or step == total:
                     entry = {"step": step, **_window_means(window), "lr": lr}
-                    if val_tokens is not None:
+                    if val_tokens is not None and distributed.is_main():
                         entry.update(evaluate_mvtm(maskgit, val_tokens, cfg))
                     entry["elapsed_s"] = elapsed()
                     history.append(entry)
@@ -450,19 +498,48 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
                 if step % cfg.ckpt_every == 0 or step == total or step == stop_after:
                     save()
                 bar.update(1)
-                if guard.requested:
+                if distributed.any_rank(guard.requested, loss_seen.device):
                     raise KeyboardInterrupt
                 if step == stop_after:
                     break
         except KeyboardInterrupt:
             if not guard.forced:
                 save()
-                print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
-                      "call train_mvtm again to resume")
+                if distributed.is_main():
+                    print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
+                          "call train_mvtm again to resume")
             raise
         finally:
             bar.close()
     return maskgit.eval(), history
+
+
+def _mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
+                     batch_rng: torch.Generator, part: slice):
+    """One rank's share of an MVTM step under DDP: (loss to back-propagate, global loss,
+    global accuracy).
+
+    z: (B, N) the global batch. The masks of the whole batch are drawn (the same numbers
+    one process draws), then this rank keeps its slice. With the masked loss the ranks
+    hold different numbers of masked tokens, so each rank's loss is its sum over the
+    global count, times world_size: DDP's gradient average then equals the gradient of
+    the global batch's loss.
+    """
+    cfg = maskgit.config
+    mask = maskgit.random_token_mask(z.shape[0], batch_rng)
+    counted = mask if cfg.loss == "masked" else torch.ones_like(mask)
+    global_count = counted.sum().clamp(min=1)
+    z, mask, counted = z[part], mask[part], counted[part]
+    with autocast(maskgit.device):
+        logits = ddp_model(z.masked_fill(mask, maskgit.mask_token_id))
+        local_mean = maskgit.loss(logits, z, mask)
+    share = counted.sum().clamp(min=1) / global_count
+    loss_value = local_mean * (share * distributed.world_size())
+    hits = ((logits.argmax(dim=-1) == z) & mask).sum()
+    totals = distributed.all_reduce_sum(torch.stack([local_mean.detach().float() * share,
+                                                     hits.float(), mask.sum().float()]))
+    accuracy = float(totals[1] / totals[2]) if totals[2] > 0 else float("nan")
+    return loss_value, totals[0], accuracy
 
 
 def _check_tokens(tokens: torch.Tensor, cfg: LabConfig, what: str) -> torch.Tensor:

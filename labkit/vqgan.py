@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .config import LabConfig
 
 
@@ -109,8 +110,12 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         onehot = F.one_hot(indices, self.num_codes).type(flat.dtype)          # (M, K)
-        self.ema_count.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        # Under DDP each rank sees a slice of the batch: sum the statistics over the ranks
+        # so every rank's codebook moves as one process on the whole batch would move it.
+        counts = distributed.all_reduce_sum(onehot.sum(0))
+        sums = distributed.all_reduce_sum(onehot.t() @ flat)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
         smoothed = (self.ema_count + 1e-5) / (total + self.num_codes * 1e-5) * total
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
@@ -120,11 +125,25 @@ class VectorQuantizer(nn.Module):
         threshold = self.dead_threshold * total / self.num_codes
         dead = self.ema_count < threshold
         n_dead = int(dead.sum())
-        if n_dead:
-            picks = flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
+        if n_dead:          # the same on every rank: the counts above are global
+            picks = self._restart_vectors(flat, n_dead)
             self.codebook[dead] = picks
             self.ema_sum[dead] = picks * threshold
             self.ema_count[dead] = threshold
+
+    def _restart_vectors(self, flat: torch.Tensor, n_dead: int) -> torch.Tensor:
+        """(n_dead, C) random encoder outputs of the (global) batch ``flat`` (M, C).
+
+        Under DDP rank 0 picks them from the gathered batch and sends them to the others,
+        so the codebooks of all ranks stay identical.
+        """
+        if not distributed.is_distributed():
+            return flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
+        flat = distributed.all_gather_cat(flat)
+        picks = torch.empty(n_dead, flat.shape[1], dtype=flat.dtype, device=flat.device)
+        if distributed.is_main():
+            picks = flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
+        return distributed.broadcast(picks)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices (B, h, w) -> z_q (B, C, h, w)."""

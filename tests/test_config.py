@@ -48,6 +48,10 @@ def test_overrides_and_architecture_diff():
     (dict(loss="all"), "masked"),
     (dict(image_size=30), "not divisible"),
     (dict(nonsense=1), "unknown config fields"),
+    (dict(train_gamma="exp"), "train_gamma='exp' is not a mask schedule; choose one of linear"),
+    (dict(gamma_type="Cosine"), "gamma_type='Cosine' is not a mask schedule"),
+    (dict(total_iter=0), "must be an integer >= 1"),
+    (dict(total_iter=8.0), "total_iter=8.0"),
 ])
 def test_bad_config_values_are_named(kwargs, match):
     profile = kwargs.pop("profile", "smoke")
