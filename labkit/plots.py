@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 
 def _to_hwc(image: torch.Tensor):
@@ -61,7 +62,7 @@ def save_figure(fig: Figure, path, dpi: int = 120) -> Path:
     return path
 
 
-def plot_history(history: list, keys, title: str | None = None, log_keys=("loss",)) -> Figure:
+def plot_history(history: list, keys, title: str | None = None, log_keys=("loss", "l1")) -> Figure:
     """Training curves: one panel per key of ``history`` (the list of dicts a training loop
     returns), against the step. Keys missing from some entries (validation scores) are
     drawn where present; ``log_keys`` get a log scale."""
@@ -80,6 +81,8 @@ def plot_history(history: list, keys, title: str | None = None, log_keys=("loss"
         ax.grid(alpha=0.3)
         if key in log_keys and min(values) > 0:
             ax.set_yscale("log")
+            for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis_formatter(FormatStrFormatter("%g"))     # 4, not 4x10^0
     if title:
         fig.suptitle(title)
     return fig
