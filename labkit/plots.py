@@ -369,13 +369,13 @@ SWEEP_BASELINES = {   # method: (label, colour, line style) of the horizontal li
     "vqgan_masked": ("VQGAN round trip of the masked input", "tab:brown", "--"),
     "one_shot": ("one shot (T = 1)", "tab:purple", "-."),
     "vqgan_gt": ("VQGAN round trip of the truth (ceiling)", "tab:green", (0, (5, 1, 1, 1))),
-    "real_vs_real": ("two real draws (noise floor)", "black", ":"),
+    "real_vs_real": ("two independent real draws (yardstick)", "black", ":"),
 }
 
 
 def plot_sweep(result, metric: str | None = None, composite: bool = True, log: bool | None = None) -> Figure:
     """Score against the stopping iteration t, one panel per schedule and one line per T,
-    from a ``labkit.sweep.SweepResult``; the baselines and the real-vs-real floor are the
+    from a ``labkit.sweep.SweepResult``; the baselines and the real-vs-real yardstick are the
     horizontal lines shared by all panels. ``log`` (default: for Fréchet distances) uses a
     log scale, since the baselines can be far above the decoded results."""
     from matplotlib.ticker import MaxNLocator
