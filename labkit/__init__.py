@@ -31,6 +31,8 @@ from .datasets import DataError, ImageSet, load_course_dataset, load_dataset, lo
 from .fid import Extractor, FeatureStats, InceptionWeightsMissing, SmallSampleWarning, frechet_distance, inception_extractor
 from .catnet import CatNet, attribute_agreement, catnet_extractor, load_catnet, load_or_train_catnet, train_catnet
 from .sweep import SweepResult, default_extractors, sweep
+from .metrics import masked_l1, masked_psnr, masked_token_accuracy
+from .train import extract_tokens, load_maskgit, load_vqgan, run_dir, train_mvtm, train_vqgan
 from .masks import brush_mask, make_masks, pixel_to_token_mask
 from .toycats import ATTRIBUTES, mirror_labels, render_cat, render_cats
 from .transformer import BidirectionalTransformer
@@ -49,4 +51,6 @@ __all__ = [
     "Extractor", "FeatureStats", "InceptionWeightsMissing", "SmallSampleWarning", "frechet_distance",
     "inception_extractor", "CatNet", "attribute_agreement", "catnet_extractor", "load_catnet",
     "load_or_train_catnet", "train_catnet", "SweepResult", "default_extractors", "sweep",
+    "masked_l1", "masked_psnr", "masked_token_accuracy",
+    "extract_tokens", "load_maskgit", "load_vqgan", "run_dir", "train_mvtm", "train_vqgan",
 ]

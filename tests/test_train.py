@@ -123,11 +123,12 @@ def test_keyboard_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, vq
         return original(step, *args)
 
     monkeypatch.setattr(train_module, "lr_at", press_ctrl_c_at_step_7)
+    handler_before = signal.getsignal(signal.SIGINT)   # SIG_IGN when pytest runs in the background
     with pytest.raises(KeyboardInterrupt):
         train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
     monkeypatch.setattr(train_module, "lr_at", original)
     assert json.loads((tmp_path / "stopped" / "mvtm.json").read_text())["step"] == 7  # finished step 7
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler               # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before                            # handler restored
     resumed, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
     assert same_weights(full, resumed)
 
