@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                              "folder) instead of the toy cats")
     common.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the transformer for stage-2 training "
+                             "(default: on CUDA only)")
 
     parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,7 +67,7 @@ def _run(args, device) -> int:
     cfg = get_config(args.profile)
     progress = not args.no_progress
     if args.command == "pipeline":
-        run_pipeline(cfg, args.runs, args.data, args.data_root, device, progress)
+        run_pipeline(cfg, args.runs, args.data, args.data_root, device, progress, args.compile)
         return 0
     splits = prepare_data(cfg, args.data, args.data_root)
     if not distributed.is_main() and args.command in ("make-data", "inpaint"):
@@ -76,7 +79,7 @@ def _run(args, device) -> int:
         stage_tokenizer(cfg, splits, args.runs, device, progress)
     elif args.command == "train-mvtm":
         stage_mvtm(cfg, load_vqgan(run_dir(cfg, args.runs), cfg, device), splits, args.runs,
-                   device, progress)
+                   device, progress, args.compile)
     elif args.command == "inpaint":
         maskgit = load_maskgit(run_dir(cfg, args.runs), cfg, device)
         print(format_table(evaluate_inpainting(cfg, maskgit, splits["test"], args.runs,

@@ -46,12 +46,20 @@ def masked_psnr(pred: torch.Tensor, target: torch.Tensor, pixel_mask: torch.Tens
     return 10 * torch.log10(1 / mse)
 
 
+def masked_token_hits(logits: torch.Tensor, z_indices: torch.Tensor, mask: torch.Tensor):
+    """(hits, count) as 0-d tensors on the logits' device: masked positions whose most
+    likely token is the true one, and masked positions. Reading neither back, the
+    training loop need not wait for the GPU at every step."""
+    hits = ((logits.argmax(dim=-1) == z_indices) & mask).sum()
+    return hits, mask.sum()
+
+
 def masked_token_accuracy(logits: torch.Tensor, z_indices: torch.Tensor, mask: torch.Tensor) -> float:
     """logits (B, N, K), z_indices (B, N), mask (B, N) bool -> share of masked positions
     whose most likely token is the true one (NaN when nothing is masked)."""
-    hits = (logits.argmax(dim=-1) == z_indices) & mask
-    n_masked = int(mask.sum())
-    return float(hits.sum()) / n_masked if n_masked else float("nan")
+    hits, count = masked_token_hits(logits, z_indices, mask)
+    n_masked = int(count)
+    return float(hits) / n_masked if n_masked else float("nan")
 
 
-__all__ = ["masked_l1", "masked_psnr", "masked_token_accuracy"]
+__all__ = ["masked_l1", "masked_psnr", "masked_token_accuracy", "masked_token_hits"]

@@ -63,9 +63,10 @@ def stage_tokenizer(cfg: LabConfig, splits: dict, runs: str | Path = "runs", dev
 
 
 def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path = "runs", device=None,
-               progress: bool = True):
+               progress: bool = True, compile: bool | None = None):
     """Stage 2: encode the train / val images once (cached), then train (or resume, or
-    load) the transformer. Returns (maskgit, history, train tokens)."""
+    load) the transformer (``compile``: see ``train_mvtm``). Returns (maskgit, history,
+    train tokens)."""
     out = run_dir(cfg, runs)
     with distributed.main_first():          # under torchrun rank 0 encodes and caches, the others read
         tokens = extract_tokens(vqgan, splits["train"], cfg, out / "tokens-train.safetensors",
@@ -73,7 +74,7 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path = "runs", d
         val_tokens = extract_tokens(vqgan, splits["val"], cfg, out / "tokens-val.safetensors",
                                     progress=progress and distributed.is_main())
     maskgit, history = train_mvtm(cfg, vqgan, tokens, out, device=device, progress=progress,
-                                  val_tokens=val_tokens)
+                                  val_tokens=val_tokens, compile=compile)
     return maskgit, history, tokens
 
 
@@ -148,7 +149,8 @@ def _stage_summary(history: list, steps: int) -> dict:
 
 
 def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "data",
-                 data_root: str | Path | None = None, device=None, progress: bool = True) -> dict:
+                 data_root: str | Path | None = None, device=None, progress: bool = True,
+                 compile: bool | None = None) -> dict:
     """Data -> stage 1 -> tokens -> stage 2 -> inpainting of the test split.
 
     Writes ``runs/<profile>/summary.json`` and the figures, prints the table, returns the
@@ -159,7 +161,7 @@ def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "
     out = run_dir(cfg, runs)
     splits = prepare_data(cfg, data, data_root)
     vqgan, vq_history = stage_tokenizer(cfg, splits, runs, device, progress)
-    maskgit, mvtm_history, tokens = stage_mvtm(cfg, vqgan, splits, runs, device, progress)
+    maskgit, mvtm_history, tokens = stage_mvtm(cfg, vqgan, splits, runs, device, progress, compile)
     if not distributed.is_main():
         return None
     save_figure(plot_history(vq_history, ["l1", "used_fraction"], title="stage 1: VQGAN"),

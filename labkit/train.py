@@ -34,6 +34,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,7 +48,7 @@ from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from .config import LabConfig
 from .maskgit import MaskGit
-from .metrics import masked_token_accuracy
+from .metrics import masked_token_accuracy, masked_token_hits
 from .utils import autocast, get_device, seed_everything
 from .vqgan import VQGAN, codebook_usage
 
@@ -93,11 +94,31 @@ def make_optimizer(model: nn.Module, lr: float, cfg: LabConfig, device: torch.de
 def _generators(batch_rng: torch.Generator, device: torch.device) -> dict:
     """Every random stream a training step draws from, so a resumed run replays them exactly:
     the batch/mask generator, torch's global CPU generator (dead-code restarts, dropout on
-    CPU) and the CUDA generator (dropout on the GPU)."""
-    generators = {"batch": batch_rng, "torch": torch.default_generator}
+    CPU) and the CUDA generator (dropout on the GPU). A batch generator on the GPU is saved
+    under another name ("batch_cuda"): its state does not fit a CPU generator."""
+    batch_name = "batch" if batch_rng.device.type == "cpu" else f"batch_{batch_rng.device.type}"
+    generators = {batch_name: batch_rng, "torch": torch.default_generator}
     if device.type == "cuda":
         generators["cuda"] = torch.cuda.default_generators[device.index or torch.cuda.current_device()]
     return generators
+
+
+def _batch_generator(seed: int, device: torch.device) -> torch.Generator:
+    """Stage 2's generator of batch indices and masks, seeded with ``seed``.
+
+    On a GPU it lives on the GPU, so a step draws its batch and masks there: copying a
+    host tensor to the GPU waits for everything queued before it, which would stall the
+    loop once per step. On the CPU it is the CPU generator ``seed_everything`` returns.
+    """
+    if device.type == "cuda":
+        return torch.Generator(device).manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _sync_every_step(device: torch.device) -> bool:
+    """Read the loss back and check it at every step (CPU), or only at log and checkpoint
+    steps (GPU: each read waits for the device's queue to drain)."""
+    return device.type != "cuda"
 
 
 def fingerprint(obj) -> str:
@@ -159,14 +180,33 @@ class _InterruptGuard:
         return False
 
 
-def _check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, name: str, path: Path):
-    """Stop before a non-finite loss or gradient reaches the weights (and any checkpoint)."""
-    if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-        kept = (f"the last good checkpoint {path} (step {read_header(path)['step']}) is kept"
-                if path.is_file() else "no checkpoint was written yet")
-        raise FloatingPointError(
-            f"{name}: the loss became {float(loss.detach())} (gradient norm {float(grad_norm)}) at step "
-            f"{step}; {kept}. Lower the learning rate or raise warmup_steps, then train again.")
+class _FiniteWatch:
+    """Remembers the first step whose loss or gradient norm was not finite.
+
+    ``note`` queues a few tensor operations and reads nothing back, so on a GPU the loop
+    does not wait for the device; ``check`` reads the record and raises. The loops check
+    before every checkpoint, so no checkpoint ever holds what came of a non-finite step
+    and the last good one is kept; on the CPU they check at every step.
+    """
+
+    def __init__(self, name: str, path: Path, device: torch.device):
+        self.name, self.path = name, path
+        self.record = torch.zeros(3, dtype=torch.float64, device=device)   # step, loss, grad norm
+
+    def note(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        values = torch.stack([torch.full((), step, dtype=torch.float64, device=self.record.device),
+                              loss.detach().double(), grad_norm.detach().double()])
+        first_bad = ~values[1:].isfinite().all() & (self.record[0] == 0)
+        self.record = torch.where(first_bad, values, self.record)
+
+    def check(self) -> None:
+        step, loss, grad_norm = self.record.tolist()
+        if step:
+            kept = (f"the last good checkpoint {self.path} (step {read_header(self.path)['step']}) is kept"
+                    if self.path.is_file() else "no checkpoint was written yet")
+            raise FloatingPointError(
+                f"{self.name}: the loss became {loss} (gradient norm {grad_norm}) at step "
+                f"{int(step)}; {kept}. Lower the learning rate or raise warmup_steps, then train again.")
 
 
 def _write_json(path: Path, cfg: LabConfig, step: int, total: int, history: list, extra: dict):
@@ -182,15 +222,27 @@ def _resume(path: Path, part: str, cfg: LabConfig, model: nn.Module, optimizer, 
             resume: bool):
     """Load ``path`` into the model, optimizer and generators if it exists and ``resume``.
 
-    Returns the checkpoint, or None when training starts from scratch.
+    Returns the checkpoint, or None when training starts from scratch. A checkpoint
+    written on another kind of device lacks some random streams (or has ones this device
+    does not use): the missing ones restart from the seed and the step, with a warning.
     """
     if not (resume and path.is_file()):
         return None
     ckpt = load_checkpoint(path, part=part, config=cfg, map_location="cpu")
     ckpt.load_model(part, model)
     ckpt.load_optimizer(optimizer)
+    missing = []
     for name, generator in generators.items():
-        generator.set_state(ckpt.rng_state(name))
+        if f"rng.{name}" in ckpt.tensors:
+            generator.set_state(ckpt.rng_state(name))
+        else:
+            generator.manual_seed(cfg.seed + ckpt.step)
+            missing.append(name)
+    if missing:
+        warnings.warn(f"{path} was written on another kind of device: the random streams "
+                      f"{missing} restart from the seed at step {ckpt.step}. Training goes on "
+                      "from the saved weights, but does not replay an uninterrupted run exactly.",
+                      stacklevel=3)
     return ckpt
 
 
@@ -265,6 +317,7 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     start = time.perf_counter() - state.get("elapsed_s", 0.0)
     elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
     model.train()
+    watch = _FiniteWatch(f"stage 1 ({name})", path, device)
     bar = tqdm(total=total, initial=step, desc=f"stage 1 ({name})",
                disable=not (progress and distributed.is_main()))
     with _InterruptGuard() as guard:
@@ -291,7 +344,8 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
                 losses = distributed.all_reduce_sum(
                     torch.stack([loss, l1, mse, commit]).detach()) / distributed.world_size()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                _check_finite(losses[0], grad_norm, step + 1, f"stage 1 ({name})", path)
+                watch.note(step + 1, losses[0], grad_norm)
+                watch.check()
                 optimizer.step()
                 step += 1
 
@@ -401,7 +455,8 @@ def evaluate_mvtm(maskgit: MaskGit, tokens: torch.Tensor, cfg: LabConfig, batch_
 def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str | Path, device=None,
                resume: bool = True, progress: bool = True, name: str = "mvtm",
                loss: str | None = None, label_smoothing: float | None = None,
-               val_tokens: torch.Tensor | None = None, stop_after: int | None = None):
+               val_tokens: torch.Tensor | None = None, stop_after: int | None = None,
+               compile: bool | None = None):
     """Train the bidirectional transformer of ``MaskGit(cfg, vqgan)`` with MVTM.
 
     tokens: (n, N) token grids from ``extract_tokens``. Each step takes a random batch,
@@ -410,6 +465,13 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     ``cfg.loss`` / ``cfg.label_smoothing`` when given). ``val_tokens`` (optional) are
     scored every ``cfg.log_every`` steps. ``stop_after=k`` stops (with a checkpoint)
     after step k, as if interrupted there.
+
+    The fast path: the tokens stay on the device; on a GPU the batch and its masks are
+    drawn there, bf16 autocast is on, and the loss is read back (and checked) only at log
+    and checkpoint steps, so the GPU never waits for Python. ``compile`` runs the
+    transformer through ``torch.compile`` for training (default: on CUDA only; the first
+    steps then take a while to compile). Checkpoints hold the plain module's weights
+    either way.
 
     Returns ``(maskgit in eval mode, history)``; ``history`` entries: step, loss,
     accuracy (masked tokens), lr, elapsed_s, and val_loss / val_accuracy with
@@ -425,8 +487,10 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     path = Path(run_dir) / f"{name}.safetensors"
     total = cfg.mvtm_steps
     tokenizer = fingerprint(vqgan)
+    compile = device.type == "cuda" if compile is None else compile
 
-    batch_rng = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)                      # also seeds the weight initialisation
+    batch_rng = _batch_generator(cfg.seed, device)
     maskgit = MaskGit(cfg, vqgan=vqgan.eval()).to(device)
     model = maskgit.transformer
     optimizer = make_optimizer(model, cfg.mvtm_lr, cfg, device)
@@ -443,8 +507,25 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     if step >= total:
         return maskgit.eval(), history
     ddp_model = _wrap_ddp(model, device)
+    # The step runs through ``trainer`` (the same weights, maybe compiled); ``maskgit`` and
+    # ``model`` stay plain modules, for evaluation, checkpoints and the caller.
+    trainer = MaskGit(cfg, vqgan, torch.compile(model)) if compile else maskgit
+    if compile and ddp_model is not model:
+        ddp_model = torch.compile(ddp_model)
+    sync_every_step = _sync_every_step(device)
+    pending = []     # (loss, masked hits, masked count) of the steps not read back yet
+
+    def read_back():
+        """Move the pending steps' numbers into the window (one wait for the device)."""
+        if pending:
+            for loss_seen, hits, count in torch.stack(pending).tolist():
+                window["loss"].append(loss_seen)
+                window["accuracy"].append(hits / count if count else float("nan"))
+            pending.clear()
+        watch.check()
 
     def save():
+        read_back()          # never checkpoint what came of a non-finite step
         if distributed.is_main():
             extra = {"window": window, "elapsed_s": elapsed(), "tokenizer": tokenizer}
             save_checkpoint(path, part="transformer", config=cfg, models={"transformer": model},
@@ -459,6 +540,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     maskgit.train()
     vqgan.eval()
     tokens = tokens.to(device)
+    watch = _FiniteWatch(f"stage 2 ({name})", path, device)
     bar = tqdm(total=total, initial=step, desc=f"stage 2 ({name})",
                disable=not (progress and distributed.is_main()))
     with _InterruptGuard() as guard:
@@ -467,27 +549,38 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
                 lr = lr_at(step, cfg.mvtm_lr, cfg.warmup_steps, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng)
+                index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
+                                      device=batch_rng.device)
                 z = tokens[index.to(device)]
 
-                if distributed.is_distributed():
-                    loss_value, loss_seen, accuracy = _mvtm_shard_step(maskgit, ddp_model, z,
-                                                                       batch_rng, part)
-                else:
-                    with autocast(device):
-                        logits, z, mask = maskgit.forward_tokens(z, batch_rng)
-                        loss_value = maskgit.loss(logits, z, mask)
-                    loss_seen, accuracy = loss_value.detach(), masked_token_accuracy(logits, z, mask)
+                try:
+                    if distributed.is_distributed():
+                        loss_value, loss_seen, hits, count = _mvtm_shard_step(
+                            maskgit, ddp_model, z, batch_rng, part)
+                    else:
+                        with autocast(device):
+                            logits, z, mask = trainer.forward_tokens(z, batch_rng)
+                            loss_value = trainer.loss(logits, z, mask)
+                        loss_seen = loss_value.detach()
+                        hits, count = masked_token_hits(logits, z, mask)
+                except Exception as error:
+                    if compile and not pending and not window["loss"]:   # the first compiled step
+                        raise RuntimeError(f"torch.compile failed on the first step ({type(error).__name__}); "
+                                           "train without it: train_mvtm(..., compile=False) or "
+                                           "`python -m labkit train-mvtm --no-compile`") from error
+                    raise
                 optimizer.zero_grad(set_to_none=True)
                 loss_value.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                _check_finite(loss_seen, grad_norm, step + 1, f"stage 2 ({name})", path)
+                watch.note(step + 1, loss_seen, grad_norm)
+                if sync_every_step:
+                    watch.check()
                 optimizer.step()
                 step += 1
+                pending.append(torch.stack([loss_seen.double(), hits.double(), count.double()]))
 
-                window["loss"].append(float(loss_seen))
-                window["accuracy"].append(accuracy)
                 if step % cfg.log_every == 0 or step == total:
+                    read_back()
                     entry = {"step": step, **_window_means(window), "lr": lr}
                     if val_tokens is not None and distributed.is_main():
                         entry.update(evaluate_mvtm(maskgit, val_tokens, cfg))
@@ -517,7 +610,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
 def _mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
                      batch_rng: torch.Generator, part: slice):
     """One rank's share of an MVTM step under DDP: (loss to back-propagate, global loss,
-    global accuracy).
+    global masked hits, global masked count), the last three as tensors.
 
     z: (B, N) the global batch. The masks of the whole batch are drawn (the same numbers
     one process draws), then this rank keeps its slice. With the masked loss the ranks
@@ -535,11 +628,10 @@ def _mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
         local_mean = maskgit.loss(logits, z, mask)
     share = counted.sum().clamp(min=1) / global_count
     loss_value = local_mean * (share * distributed.world_size())
-    hits = ((logits.argmax(dim=-1) == z) & mask).sum()
+    hits, count = masked_token_hits(logits, z, mask)
     totals = distributed.all_reduce_sum(torch.stack([local_mean.detach().float() * share,
-                                                     hits.float(), mask.sum().float()]))
-    accuracy = float(totals[1] / totals[2]) if totals[2] > 0 else float("nan")
-    return loss_value, totals[0], accuracy
+                                                     hits.float(), count.float()]))
+    return loss_value, totals[0], totals[1], totals[2]
 
 
 def _check_tokens(tokens: torch.Tensor, cfg: LabConfig, what: str) -> torch.Tensor:

@@ -164,6 +164,85 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
 
 
+def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(tmp_path, vqgan, monkeypatch):
+    """On a GPU the loop reads the loss back only at log and checkpoint steps. Forced onto
+    that path on the CPU, it must train the same run and still name the first bad step."""
+    cfg = CFG.replace(mvtm_steps=20)
+    tokens = structured_tokens()
+    eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "every", progress=False)
+    monkeypatch.setattr(train_module, "_sync_every_step", lambda device: False)
+    deferred, history_deferred = train_mvtm(cfg, vqgan, tokens, tmp_path / "deferred", progress=False)
+    assert same_weights(eager, deferred)
+    assert without_time(history) == without_time(history_deferred)
+
+    calls = {"n": 0}
+    original = MaskGit.loss
+
+    def loss_turning_nan(self, logits, z, mask, *args, **kwargs):
+        calls["n"] += 1
+        value = original(self, logits, z, mask, *args, **kwargs)
+        return value * float("nan") if calls["n"] == 13 else value
+
+    monkeypatch.setattr(MaskGit, "loss", loss_turning_nan)
+    with pytest.raises(FloatingPointError, match=r"nan .*at step 13.*step 10\) is kept"):
+        train_mvtm(cfg, vqgan, tokens, tmp_path / "nan", progress=False)
+    assert calls["n"] == 15          # found at the next log step (log_every = 5), not later
+    ckpt = train_module.load_checkpoint(tmp_path / "nan" / "mvtm.safetensors")
+    assert ckpt.step == 10
+
+
+def test_compiled_training_matches_eager_and_saves_the_plain_weights(tmp_path, vqgan):
+    pytest.importorskip("torch._inductor")
+    cfg = CFG.replace(mvtm_steps=10)
+    tokens = structured_tokens()
+    eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "eager", progress=False, compile=False)
+    compiled, history_compiled = train_mvtm(cfg, vqgan, tokens, tmp_path / "compiled",
+                                            progress=False, compile=True)
+    for a, b in zip(without_time(history), without_time(history_compiled)):
+        assert a.keys() == b.keys()
+        assert all(a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5) for key in a)
+    for (key, a), (key_b, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
+        assert key == key_b and "_orig_mod" not in key
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    # the checkpoint loads into a plain MaskGit and holds what training returned
+    ckpt = train_module.load_checkpoint(tmp_path / "compiled" / "mvtm.safetensors")
+    plain = MaskGit(cfg, vqgan)
+    ckpt.load_model("transformer", plain.transformer)
+    assert same_weights(plain.transformer, compiled.transformer)
+
+
+def test_a_failing_compiler_names_the_way_out(tmp_path, vqgan, monkeypatch):
+    def broken_compile(module, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(RuntimeError, match=r"torch.compile failed.*compile=False.*--no-compile"):
+        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path, progress=False,
+                   compile=True)
+
+
+def test_checkpoint_from_another_device_resumes_with_fresh_random_streams(tmp_path, vqgan):
+    """A GPU run saves its batch generator as "batch_cuda"; a CPU run finds no "batch"
+    stream to restore. It must warn and go on from the saved weights, not crash."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = CFG.replace(mvtm_steps=20)
+    tokens = structured_tokens()
+    train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, stop_after=10)
+    path = tmp_path / "mvtm.safetensors"
+    with train_module.safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(path)
+    tensors["rng.batch_cuda"] = tensors.pop("rng.batch")      # as a GPU run names it
+    save_file(tensors, path, metadata=metadata)
+    with pytest.warns(UserWarning, match=r"another kind of device.*\['batch'\].*step 10"):
+        maskgit, history = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False)
+    assert history[-1]["step"] == 20
+    assert all(torch.isfinite(p).all() for p in maskgit.parameters())
+
+
 def test_checkpoint_of_another_config_names_the_fields(tmp_path):
     train_vqgan(CFG.replace(vq_steps=5), smooth_images(), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="latent_dim: yours 8 vs checkpoint 16"):
@@ -280,3 +359,15 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     known = ~result.trace.initial_mask
     assert torch.equal(result.trace.predictions[-1][known], z_masked[known])   # known tokens kept
     assert not result.trace.still_masked[-1].any()                           # all revealed at T
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--compile"], True), (["--no-compile"], False)])
+def test_command_line_passes_the_compile_choice_to_stage_2(monkeypatch, flag, expected):
+    import labkit.__main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "prepare_data", lambda *args: {})
+    monkeypatch.setattr(cli, "load_vqgan", lambda *args: None)
+    monkeypatch.setattr(cli, "stage_mvtm", lambda *args: seen.setdefault("compile", args[-1]))
+    assert cli.main(["train-mvtm", "--profile", "smoke", "--device", "cpu", *flag]) == 0
+    assert seen["compile"] is expected
