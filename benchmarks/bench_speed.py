@@ -12,8 +12,9 @@ checkpoint is needed):
   (fused AdamW on CPU too), optional ``torch.compile``. Template
   (``template_reference.py``): the VQGAN encoder on every batch, one mask ratio per batch,
   hand-written fp32 attention, plain AdamW, no compile. The two alternate round by round,
-  so a load change on a shared machine hits both. Then ``labkit.train.train_mvtm`` itself,
-  whose loop also logs loss and accuracy (and so waits for the device) every step.
+  so a load change on a shared machine hits both. Then ``labkit.train.train_mvtm`` itself
+  (the same compile choice), whose loop also keeps the learning-rate schedule, the
+  loss and accuracy log (read back at log steps only) and the interrupt guard.
 - decoding at T = 8, images/s, decode to pixels included. labkit: ``MaskGit.inpaint`` on a
   whole batch. Template: the course's loop, one image at a time.
 - the course-sized test set (747 images) inpainted by labkit with T = 8, pixels included:
@@ -188,6 +189,7 @@ class Bench:
         self.maskgit = MaskGit(cfg, self.vqgan, self.transformer)
         # The template starts from a copy of the same weights, with hand-written attention.
         self.template = TemplateMaskGit(cfg, self.vqgan, self.transformer).to(device)
+        self.compile_model = compile_model
         self.compile_note = "torch.compile" if compile_model else "no compile"
         compiled = torch.compile(self.transformer) if compile_model else self.transformer
         self.train_maskgit = MaskGit(cfg, self.vqgan, compiled)
@@ -256,6 +258,7 @@ class Bench:
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
             print(f"[bench] torch.compile failed ({reason}); measuring without it", flush=True)
             self.compile_note = f"no compile (torch.compile failed: {reason})"
+            self.compile_model = False
             self.train_maskgit = MaskGit(self.cfg, self.vqgan, self.transformer)
         for step in paths.values():
             for _ in range(warmup):
@@ -281,7 +284,7 @@ class Bench:
                                log_every=steps, ckpt_every=10 ** 9, warmup_steps=1)
         with tempfile.TemporaryDirectory() as run_dir:
             _, history = train_mvtm(cfg, self.vqgan, self.tokens, run_dir, device=self.device,
-                                    resume=False, progress=False)
+                                    resume=False, progress=False, compile=self.compile_model)
         elapsed = [entry["elapsed_s"] for entry in history]
         return [steps * self.batch / (end - start) for start, end in zip(elapsed, elapsed[1:])]
 
@@ -375,7 +378,7 @@ def build_table(args, cfg: LabConfig, device: torch.device, results: dict) -> st
         f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
         f"{'fused ' if results['bench'].fused_adamw else ''}AdamW, "
         f"{results['bench'].compile_note}. `train_mvtm`: labkit.train's loop "
-        "itself, with its per-step logging. Template: encoder on every batch, one mask ratio "
+        "itself (same compile choice), with its schedule, logging and checkpoint guard. Template: encoder on every batch, one mask ratio "
         "per batch, hand-written fp32 attention, plain AdamW",
         f"- decoding: T = {TOTAL_ITER}, cosine, argmax with Gumbel choice noise, every iteration "
         f"decoded to pixels (or the final one only, where said); labkit on a batch of "
