@@ -15,11 +15,11 @@ a toy cat, which is what a Fréchet distance should compare.
       -- SiLU, one Linear head per attribute     --> logits (B, classes) or a value (B,)
 
 The spatial map is flattened rather than averaged so position (offset, tilt) survives.
-D is 256 for the ``cpu`` and ``gpu`` profiles, 32 for ``smoke``.
+D is 128 for the ``cpu`` and ``gpu`` profiles, 32 for ``smoke``.
 
 ``FD_catnet`` is the Fréchet distance (``labkit.fid.frechet_distance``, the same function
 as FID) on these features. It is not FID and is never called FID: its numbers depend on
-this network, so every score carries the checkpoint's hash (``net.checkpoint_hash``).
+this network, so every score carries a hash of its weights (``net.checkpoint_hash``).
 
 Training augments only in ways that keep the labels true, and changes the labels with the
 image: a mirror flips the sign of tilt and offset_x and swaps an odd-eyed cat's blue eye
@@ -39,9 +39,9 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LabConfig
-from .fid import Extractor, file_sha256, to_float_images
+from .fid import Extractor, to_float_images
 from .toycats import ATTRIBUTES, RENDER_VERSION, mirror_labels
-from .utils import get_device, seed_everything
+from .utils import fingerprint, get_device, seed_everything
 
 CATNET_FILE = "catnet.safetensors"
 CATNET_LR = 2e-3
@@ -182,7 +182,7 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
     Without them, the ``train`` split of ``cfg``'s toy cats (cached under the folder ``data``)
     is used, and its ``val`` split for validation. The run is deterministic on a CPU for a
     given ``cfg.seed``. With ``run_dir`` the net is saved to ``run_dir/catnet.safetensors``
-    and ``net.checkpoint_hash`` is that file's short SHA-256. With validation data,
+    and ``net.checkpoint_hash`` a short hash of its weights. With validation data,
     per-attribute accuracy / error is stored in the checkpoint (``net.extra["val"]``).
     """
     from tqdm.auto import tqdm
@@ -232,9 +232,9 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
     if val_images is not None:
         extra["val"] = attribute_accuracy(net, val_images, val_labels)
     if run_dir is not None:
-        path = save_checkpoint(Path(run_dir) / CATNET_FILE, part="catnet", config=cfg,
-                               models={"catnet": net}, step=steps, metrics=metrics, extra=extra)
-        net.checkpoint_hash = file_sha256(path)[:12]
+        save_checkpoint(Path(run_dir) / CATNET_FILE, part="catnet", config=cfg,
+                        models={"catnet": net}, step=steps, metrics=metrics, extra=extra)
+    net.checkpoint_hash = fingerprint(net)[:12]
     net.metrics, net.extra = metrics, extra
     return net
 
@@ -242,7 +242,9 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
 def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
     """A trained CatNet from ``path`` (the file, or the run folder holding catnet.safetensors).
 
-    ``net.checkpoint_hash`` is the file's short SHA-256, to record beside every FD_catnet.
+    ``net.checkpoint_hash`` is a short hash of the weights (not of the file, whose metadata
+    holds training times), to record beside every FD_catnet: the same weights, trained
+    twice, give the same hash.
     """
     path = Path(path)
     if path.is_dir():
@@ -256,7 +258,7 @@ def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
                               "delete it and train again")
     net = CatNet(checkpoint.config, attributes)
     checkpoint.load_model("catnet", net)
-    net.checkpoint_hash = file_sha256(path)[:12]
+    net.checkpoint_hash = fingerprint(net)[:12]
     net.metrics, net.extra = checkpoint.metrics, checkpoint.extra
     return net.to(get_device(device)).eval()
 

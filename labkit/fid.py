@@ -189,7 +189,8 @@ class Extractor:
 
     metric: "FID", "FD_catnet", "FD_inception_unverified"...
     name: what computes the features ("inception-v3-pool3", "catnet")
-    checkpoint_hash: short SHA-256 of the weights file, recorded next to every score
+    checkpoint_hash: short hash of the weights, recorded next to every score (Inception: the
+        file's SHA-256; CatNet: a hash of its tensors, the same for the same weights)
     featurize: (B, 3, H, W) in [0, 1] on ``device`` -> (B, D)
     """
     metric: str

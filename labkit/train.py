@@ -27,7 +27,6 @@ its slice of it, rank 0 alone writes the checkpoint, the summary and the progres
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -49,7 +48,7 @@ from .checkpoint import CheckpointError, load_checkpoint, read_header, save_chec
 from .config import LabConfig
 from .maskgit import MaskGit
 from .metrics import masked_token_accuracy, masked_token_hits
-from .utils import autocast, get_device, seed_everything
+from .utils import autocast, fingerprint, get_device, seed_everything
 from .vqgan import VQGAN, codebook_usage
 
 MIN_LR_RATIO = 0.1
@@ -119,17 +118,6 @@ def _sync_every_step(device: torch.device) -> bool:
     """Read the loss back and check it at every step (CPU), or only at log and checkpoint
     steps (GPU: each read waits for the device's queue to drain)."""
     return device.type != "cuda"
-
-
-def fingerprint(obj) -> str:
-    """A short hash of a module's weights and buffers, or of a tensor's values and shape."""
-    digest = hashlib.blake2b(digest_size=12)
-    items = sorted(obj.state_dict().items()) if isinstance(obj, nn.Module) else [("tensor", obj)]
-    for key, tensor in items:
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def as_images(images) -> torch.Tensor:
@@ -513,6 +501,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     if compile and ddp_model is not model:
         ddp_model = torch.compile(ddp_model)
     sync_every_step = _sync_every_step(device)
+    compiling = compile          # until the first compiled forward has run
     pending = []     # (loss, masked hits, masked count) of the steps not read back yet
 
     def read_back():
@@ -563,14 +552,17 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
                             loss_value = trainer.loss(logits, z, mask)
                         loss_seen = loss_value.detach()
                         hits, count = masked_token_hits(logits, z, mask)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_value.backward()            # compiles the backward graph, the first time
+                    compiling = False
                 except Exception as error:
-                    if compile and not pending and not window["loss"]:   # the first compiled step
-                        raise RuntimeError(f"torch.compile failed on the first step ({type(error).__name__}); "
-                                           "train without it: train_mvtm(..., compile=False) or "
+                    if compiling:
+                        reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+                        raise RuntimeError(f"the first training step under torch.compile failed ({reason}). "
+                                           "If the compiler is the cause, train without it: "
+                                           "train_mvtm(..., compile=False) or "
                                            "`python -m labkit train-mvtm --no-compile`") from error
                     raise
-                optimizer.zero_grad(set_to_none=True)
-                loss_value.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 watch.note(step + 1, loss_seen, grad_norm)
                 if sync_every_step:

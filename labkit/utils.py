@@ -1,13 +1,15 @@
-"""The one device helper and the one seed helper."""
+"""The one device helper, the one seed helper, autocast and the weights fingerprint."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -35,3 +37,14 @@ def autocast(device: torch.device):
     if torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def fingerprint(obj) -> str:
+    """A short hash of a module's weights and buffers, or of a tensor's values and shape."""
+    digest = hashlib.blake2b(digest_size=12)
+    items = sorted(obj.state_dict().items()) if isinstance(obj, nn.Module) else [("tensor", obj)]
+    for key, tensor in items:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ import labkit.catnet as catnet_module
 from labkit.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, catnet_extractor,
                            load_catnet, load_or_train_catnet, train_catnet)
 from labkit.checkpoint import CheckpointError
-from labkit.fid import file_sha256, frechet_distance
+from labkit.fid import frechet_distance
 from labkit.toycats import ATTRIBUTES, draw_cat, mirror_attributes, render_cats, sample_attributes
 
 SIZE = 32
@@ -74,7 +74,12 @@ def test_training_is_deterministic_and_the_checkpoint_reloads(tmp_path):
     for (name, p), q in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(p, q), name
     loaded = load_catnet(tmp_path / "a", cfg)
-    assert loaded.checkpoint_hash == file_sha256(tmp_path / "a" / CATNET_FILE)[:12] == first.checkpoint_hash
+    # The hash names the weights: the two runs' files differ (training times in the
+    # metadata), their hashes must not; another net's hash must.
+    assert (tmp_path / "a" / CATNET_FILE).read_bytes() != (tmp_path / "b" / CATNET_FILE).read_bytes()
+    assert loaded.checkpoint_hash == first.checkpoint_hash == second.checkpoint_hash
+    other = train_catnet(cfg, images, labels, steps=4, progress=False)
+    assert other.checkpoint_hash not in (first.checkpoint_hash, "untrained")
     x = as_tensor(images[:4])
     assert torch.equal(loaded.forward_features(x), first.eval().forward_features(x))
     assert loaded.forward_features(x).shape == (4, 2 * cfg.catnet_channels[-1])
@@ -142,7 +147,7 @@ def _fd(extractor, images, reference):
 def test_fd_catnet_floor_and_damage(trained, draws):
     net, run_dir = trained
     extractor = catnet_extractor(net)
-    assert extractor.metric == "FD_catnet" and extractor.checkpoint_hash == file_sha256(run_dir / CATNET_FILE)[:12]
+    assert extractor.metric == "FD_catnet" and extractor.checkpoint_hash == load_catnet(run_dir).checkpoint_hash
     reference, other, third = draws
     ref = extractor.statistics(reference)
     floor = _fd(extractor, other, ref)

@@ -211,16 +211,30 @@ def test_compiled_training_matches_eager_and_saves_the_plain_weights(tmp_path, v
     assert same_weights(plain.transformer, compiled.transformer)
 
 
-def test_a_failing_compiler_names_the_way_out(tmp_path, vqgan, monkeypatch):
-    def broken_compile(module, *args, **kwargs):
-        def fail(*a, **k):
-            raise RuntimeError("no C++ compiler found")
-        return fail
+def test_a_failing_compiler_names_the_way_out_but_later_errors_keep_their_own(tmp_path, vqgan, monkeypatch):
+    calls = {"n": 0}
 
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    with pytest.raises(RuntimeError, match=r"torch.compile failed.*compile=False.*--no-compile"):
-        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path, progress=False,
-                   compile=True)
+    def compile_failing_at(failing_call):
+        def fake_compile(module, *args, **kwargs):
+            def forward(*a, **k):
+                calls["n"] += 1
+                if calls["n"] == failing_call:
+                    raise RuntimeError("no C++ compiler found")
+                return module(*a, **k)
+            return forward
+        return fake_compile
+
+    monkeypatch.setattr(torch, "compile", compile_failing_at(1))
+    with pytest.raises(RuntimeError, match=r"under torch.compile failed \(RuntimeError: no C\+\+ "
+                                           r"compiler found\).*compile=False.*--no-compile"):
+        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path / "a",
+                   progress=False, compile=True)
+
+    calls["n"] = 0
+    monkeypatch.setattr(torch, "compile", compile_failing_at(3))
+    with pytest.raises(RuntimeError, match=r"^no C\+\+ compiler found$"):
+        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path / "b",
+                   progress=False, compile=True)
 
 
 def test_checkpoint_from_another_device_resumes_with_fresh_random_streams(tmp_path, vqgan):
