@@ -84,16 +84,8 @@ def test_gpu_run_resumes_on_the_gpu_and_continues_on_the_cpu(tmp_path, vqgan):
     assert history_moved[-1]["step"] == 20 and moved.device.type == "cpu"
 
 
-def test_gpu_loop_still_stops_at_the_first_nan_step(tmp_path, vqgan, monkeypatch):
-    calls = {"n": 0}
-    original = MaskGit.loss
-
-    def loss_turning_nan(self, logits, z, mask, *args, **kwargs):
-        calls["n"] += 1
-        value = original(self, logits, z, mask, *args, **kwargs)
-        return value * float("nan") if calls["n"] == 13 else value
-
-    monkeypatch.setattr(MaskGit, "loss", loss_turning_nan)
+def test_gpu_loop_still_stops_at_the_first_nan_step(tmp_path, vqgan, nan_loss_at):
+    nan_loss_at(13)
     with pytest.raises(FloatingPointError, match=r"at step 13.*step 10\) is kept"):
         train_mvtm(CFG.replace(mvtm_steps=20), vqgan, structured_tokens(), tmp_path, device="cuda",
                    progress=False, compile=False)
