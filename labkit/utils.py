@@ -1,4 +1,5 @@
-"""The one device helper, the one seed helper, autocast and the weights fingerprint."""
+"""The one device helper, the one seed helper, autocast, the weights fingerprint, where runs
+live, and the one atomic write."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,3 +50,67 @@ def fingerprint(obj) -> str:
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- where files live
+
+_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+
+
+def project_root() -> Path:
+    """The checkout labkit was installed from (editable install), else the current folder.
+
+    The CLI, the notebooks, the notebook runner, CatNet and the FID cache all resolve their
+    default folders from here, so they agree wherever they are started from.
+    """
+    if (_PACKAGE_PARENT / "pyproject.toml").is_file():
+        return _PACKAGE_PARENT
+    return Path.cwd()
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    """Where ``runs/<profile>/`` lives: ``root`` if given, else ``$LABKIT_RUNS``, else
+    ``<project>/runs``."""
+    return Path(root or os.environ.get("LABKIT_RUNS") or project_root() / "runs")
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """Where the toy cats are cached: ``root`` if given, else ``$LABKIT_DATA``, else
+    ``<project>/data``."""
+    return Path(root or os.environ.get("LABKIT_DATA") or project_root() / "data")
+
+
+def run_dir(cfg, root: str | Path | None = None) -> Path:
+    """Where a profile's checkpoints, caches and figures live: ``<runs root>/<profile>``."""
+    return runs_root(root) / cfg.profile
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, mode: int = 0o644):
+    """Write a file atomically: yields a temporary path beside ``path`` to write to.
+
+        with atomic_path(out / "summary.json") as tmp:
+            tmp.write_text(text)
+
+    When the block succeeds the file is flushed to disk, given ``mode`` and renamed over
+    ``path``, so a reader (or a crash) never sees half a file; when it fails the temporary
+    file is removed and the old ``path``, if any, is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
+    """``path.write_text(text)``, atomically (see ``atomic_path``)."""
+    with atomic_path(path, mode) as tmp:
+        tmp.write_text(text)
+    return Path(path)
