@@ -88,6 +88,7 @@ class LabConfig:
     catnet_channels: tuple[int, ...] = (16, 32, 64)
     catnet_steps: int = 1500
     catnet_batch_size: int = 64
+    catnet_lr: float = 2e-3
 
     # --- logging / checkpoints ---
     log_every: int = 50
