@@ -11,10 +11,13 @@ With the course sizes: (B, 256, 768) -> (B, 16, 256, 48) per head -> (B, 256, 76
 
 Two paths share the same four ``nn.Linear(dim, dim)`` parameters:
 
-- ``fused=False``: the hand-written path a student writes (softmax of a materialised
-  (B, H, N, N) score matrix). It can return the attention maps for plotting.
-- ``fused=True``: ``F.scaled_dot_product_attention``, which never materialises the score
+- ``forward``: the hand-written path a student writes (softmax of a materialised
+  (B, H, N, N) score matrix). ``attention_maps`` returns that matrix, for plotting.
+- ``forward_fused``: ``F.scaled_dot_product_attention``, which never materialises the score
   matrix and dispatches to flash / memory-efficient kernels on GPUs. Same numbers in fp32.
+
+The transformer block chooses: ``forward_fused`` when the module's ``fused`` flag is set (the
+default; ``BidirectionalTransformer.set_fused`` switches every layer), else ``forward``.
 """
 
 from __future__ import annotations
@@ -52,13 +55,8 @@ class MultiHeadAttention(nn.Module):
         batch, _, tokens, _ = x.shape
         return x.transpose(1, 2).reshape(batch, tokens, self.dim)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        """x: (B, N, D) -> (B, N, D); with ``return_attention`` also the maps (B, H, N, N)."""
-        if self.fused and not return_attention:
-            return self.forward_fused(x)
-        return self.forward_manual(x, return_attention=return_attention)
-
-    def forward_manual(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, D) -> (B, N, D), the hand-written course path."""
         # BEGIN SOLUTION
         q = self.split_heads(self.q_linear(x))                        # (B, H, N, d_k)
         k = self.split_heads(self.k_linear(x))                        # (B, H, N, d_k)
@@ -68,12 +66,27 @@ class MultiHeadAttention(nn.Module):
         context = self.dropout(attention) @ v                         # (B, H, N, d_k)
         out = self.out_linear(self.merge_heads(context))              # (B, N, D)
         # END SOLUTION
-        return (out, attention) if return_attention else out
+        return out
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, D) -> (B, N, D), the same maths in one fused kernel."""
         q = self.split_heads(self.q_linear(x))
         k = self.split_heads(self.k_linear(x))
         v = self.split_heads(self.v_linear(x))
         context = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.out_linear(self.merge_heads(context))
+
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, D) -> the attention weights (B, H, N, N) of ``forward``, rows summing to 1.
+
+        They are what ``forward`` feeds its attention dropout, caught there by a hook, so
+        the maths is written once.
+        """
+        caught = []
+        hook = self.dropout.register_forward_hook(lambda module, inputs, output: caught.append(inputs[0]))
+        try:
+            self.forward(x)
+        finally:
+            hook.remove()
+        return caught[0]

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
+from numbers import Integral, Real
+
+from .schedules import SCHEDULES
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -81,8 +85,9 @@ class LabConfig:
 
     # --- iterative decoding (labkit.maskgit) ---
     gamma_type: str = "cosine"
-    total_iter: int = 8
-    choice_temperature: float = 4.5
+    total_iter: int = 8            # T, the iterations of the schedule
+    choice_temperature: float = 4.5  # Gumbel noise on the confidences, annealed to 0 at t = T
+    sweet_spot: int | None = None  # stop after t* iterations of the T (None: t* = T)
 
     # --- scoring (labkit.catnet / labkit.fid) ---
     catnet_channels: tuple[int, ...] = (16, 32, 64)
@@ -117,24 +122,15 @@ class LabConfig:
         return self.dim // self.num_heads
 
     def __post_init__(self):
-        if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}; choose one of {PROFILES}")
+        for name in FIELD_RULES:
+            check_field(name, getattr(self, name))
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.image_size % self.downsample:
             raise ValueError(
                 f"image_size={self.image_size} is not divisible by the tokenizer's "
                 f"downsampling factor {self.downsample} (from vq_channels={self.vq_channels})")
-        if self.loss not in ("masked", "full"):
-            raise ValueError(f"loss={self.loss!r}: use 'masked' (paper) or 'full' (all tokens)")
-        from .maskgit import SCHEDULES     # here, not at the top: maskgit imports this module
-        for name in ("train_gamma", "gamma_type"):
-            if getattr(self, name) not in SCHEDULES:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not a mask schedule; "
-                                 f"choose one of {', '.join(SCHEDULES)}")
-        if isinstance(self.total_iter, bool) or not isinstance(self.total_iter, int) or self.total_iter < 1:
-            raise ValueError(f"total_iter={self.total_iter!r}: the number of decoding iterations "
-                             "must be an integer >= 1")
+        check_sweet_spot(self.sweet_spot, self.total_iter)
 
     # ----- (de)serialisation, stored beside every checkpoint -----
     def to_dict(self) -> dict:
@@ -159,6 +155,78 @@ class LabConfig:
         """Fields of ``ARCH_FIELDS[part]`` where the two configs disagree: {name: (self, other)}."""
         return {name: (getattr(self, name), getattr(other, name))
                 for name in ARCH_FIELDS[part] if getattr(self, name) != getattr(other, name)}
+
+
+# ----------------------------------------------------------------------------- validation
+# Every value is checked here, once: the config, decoding arguments (labkit.maskgit) and the
+# notebooks' parameters (labkit.params) all ask these rules.
+
+def _integer(value, least: int) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= least
+
+
+def _number(value, low: float, high: float, high_open: bool = False) -> bool:
+    """A finite real in [low, high] (or [low, high) with ``high_open``)."""
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return low <= value and (value < high if high_open else value <= high)
+
+
+def _sizes(value) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(_integer(v, 1) for v in value)
+
+
+_INTEGER = ("an integer", lambda v: isinstance(v, Integral) and not isinstance(v, bool))
+_POSITIVE = ("an integer >= 1", lambda v: _integer(v, 1))
+_COUNT = ("an integer >= 0", lambda v: _integer(v, 0))
+_RATE = ("a finite number > 0", lambda v: _number(v, 0, math.inf) and v > 0)
+_SHARE = ("a number in [0, 1)", lambda v: _number(v, 0, 1, high_open=True))
+_SCHEDULE = (f"a mask schedule, one of {', '.join(SCHEDULES)}", lambda v: v in SCHEDULES)
+_CHANNELS = ("a non-empty tuple of integers >= 1", _sizes)
+
+# field: (what a valid value is, test)
+FIELD_RULES = {
+    "profile": (f"one of {', '.join(PROFILES)}", lambda v: v in PROFILES),
+    "seed": _INTEGER, "data_seed": _INTEGER,
+    "image_size": _POSITIVE, "n_train": _POSITIVE, "n_val": _POSITIVE, "n_test": _POSITIVE,
+    "data_workers": _COUNT,
+    "vq_channels": _CHANNELS, "vq_res_blocks": _COUNT, "latent_dim": _POSITIVE,
+    "num_codebook_vectors": ("an integer >= 2", lambda v: _integer(v, 2)),
+    "beta": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
+    "codebook_decay": _SHARE, "dead_code_threshold": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
+    "vq_steps": _POSITIVE, "vq_batch_size": _POSITIVE, "vq_lr": _RATE,
+    "dim": _POSITIVE, "num_layers": _POSITIVE, "num_heads": _POSITIVE, "mlp_dim": _POSITIVE,
+    "dropout": _SHARE, "attn_drop": _SHARE,
+    "mvtm_steps": _POSITIVE, "mvtm_batch_size": _POSITIVE, "mvtm_lr": _RATE,
+    "betas": ("two numbers in [0, 1)", lambda v: isinstance(v, (tuple, list)) and len(v) == 2
+              and all(_number(b, 0, 1, high_open=True) for b in v)),
+    "weight_decay": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
+    "grad_clip": _RATE, "warmup_steps": _COUNT,
+    "loss": ("'masked' (MaskGIT paper) or 'full' (all tokens)", lambda v: v in ("masked", "full")),
+    "label_smoothing": _SHARE,
+    "train_gamma": _SCHEDULE, "gamma_type": _SCHEDULE,
+    "total_iter": _POSITIVE,
+    "choice_temperature": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
+    "sweet_spot": ("None or an integer >= 1", lambda v: v is None or _integer(v, 1)),
+    "catnet_channels": _CHANNELS, "catnet_steps": _POSITIVE, "catnet_batch_size": _POSITIVE,
+    "catnet_lr": _RATE,
+    "log_every": _POSITIVE, "ckpt_every": _POSITIVE,
+}
+
+
+def check_field(field: str, value, name: str | None = None) -> None:
+    """Raise ValueError unless ``value`` is valid for the config field ``field``; the message
+    names ``name`` (default: the field), the value and what is expected."""
+    expected, test = FIELD_RULES[field]
+    if not test(value):
+        raise ValueError(f"{name or field}={value!r}: expected {expected}")
+
+
+def check_sweet_spot(sweet_spot, total_iter) -> None:
+    """The decoder stops after t* = ``sweet_spot`` of T = ``total_iter`` iterations: 1 <= t* <= T."""
+    if sweet_spot is not None and sweet_spot > total_iter:
+        raise ValueError(f"sweet_spot={sweet_spot} is after the last iteration total_iter={total_iter}: "
+                         f"choose sweet_spot in 1..{total_iter}, or None for all")
 
 
 _PROFILE_VALUES: dict[str, dict] = {
@@ -196,4 +264,5 @@ def get_config(profile: str | None = None, **overrides) -> LabConfig:
     return LabConfig.from_dict(values)
 
 
-__all__ = ["LabConfig", "get_config", "default_profile", "PROFILES", "ARCH_FIELDS"]
+__all__ = ["LabConfig", "get_config", "default_profile", "PROFILES", "ARCH_FIELDS", "FIELD_RULES",
+           "check_field", "check_sweet_spot"]

@@ -14,50 +14,19 @@ Data flow (shapes for the course sizes)::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LabConfig
-from .masks import pixel_to_token_mask
+from .config import LabConfig, check_field, check_sweet_spot
+from .masks import as_pixel_mask, pixel_to_token_mask
+from .schedules import SCHEDULES, gamma_func
 from .transformer import BidirectionalTransformer
 from .vqgan import VQGAN
-
-SCHEDULES = ("linear", "cosine", "square", "cubic", "sqrt")
-
-
-def gamma_func(mode: str = "cosine"):
-    """The mask schedule gamma: r in [0, 1] -> fraction of tokens still masked.
-
-    gamma(0) = 1 (everything masked), gamma(1) = 0 (nothing masked), decreasing in between.
-    The returned callable takes a float, a NumPy array or a torch tensor.
-    """
-    # BEGIN SOLUTION
-    formulas = {
-        "linear": lambda r, xp: 1 - r,
-        "cosine": lambda r, xp: xp.cos(r * math.pi / 2),
-        "square": lambda r, xp: 1 - r ** 2,
-        "cubic": lambda r, xp: 1 - r ** 3,
-        "sqrt": lambda r, xp: 1 - xp.sqrt(r),
-    }
-    # END SOLUTION
-    if mode not in formulas:
-        raise ValueError(f"unknown mask schedule {mode!r}; choose one of {', '.join(SCHEDULES)}")
-    formula = formulas[mode]
-
-    def gamma(r):
-        if isinstance(r, torch.Tensor):
-            return formula(r, torch)
-        value = formula(np.asarray(r, dtype=np.float64), np)
-        return float(value) if np.ndim(value) == 0 else value
-
-    gamma.__name__ = f"gamma_{mode}"
-    gamma.__doc__ = f"The {mode!r} mask schedule."
-    return gamma
-
 
 def mvtm_loss(logits: torch.Tensor, z_indices: torch.Tensor, mask: torch.Tensor,
               variant: str = "masked", label_smoothing: float = 0.0) -> torch.Tensor:
@@ -69,11 +38,10 @@ def mvtm_loss(logits: torch.Tensor, z_indices: torch.Tensor, mask: torch.Tensor,
     """
     losses = F.cross_entropy(logits.flatten(0, 1).float(), z_indices.flatten(),
                              reduction="none", label_smoothing=label_smoothing).view_as(z_indices)
+    check_field("loss", variant, "variant")
     if variant == "masked":
         return (losses * mask).sum() / mask.sum().clamp(min=1)
-    if variant == "full":
-        return losses.mean()
-    raise ValueError(f"unknown loss variant {variant!r}: use 'masked' or 'full'")
+    return losses.mean()
 
 
 def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -86,6 +54,25 @@ def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tens
     return -torch.log(-torch.log(uniform))
 
 
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a decoding run was set: schedule gamma, T iterations, stopped after t* = sweet_spot,
+    choice temperature, and whether tokens were sampled (else the most likely one)."""
+    gamma: str
+    total_iter: int
+    sweet_spot: int
+    choice_temperature: float
+    sample: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        stop = "" if self.sweet_spot == self.total_iter else f", stopped at t*={self.sweet_spot}"
+        return (f"{self.gamma}, T={self.total_iter}{stop}, choice temperature {self.choice_temperature:g}, "
+                f"{'sampled' if self.sample else 'argmax'} tokens")
+
+
 @dataclass
 class DecodeTrace:
     """What iterative decoding did, per iteration t = 1..T.
@@ -93,10 +80,12 @@ class DecodeTrace:
     predictions: (T, B, N) the full token prediction after iteration t (known tokens included)
     still_masked: (T, B, N) bool, the tokens still masked after iteration t
     initial_mask: (B, N) bool, the tokens masked before decoding (the hole)
+    settings: the decoding settings that produced it
     """
     predictions: torch.Tensor
     still_masked: torch.Tensor
     initial_mask: torch.Tensor
+    settings: DecodeSettings
 
     def __len__(self) -> int:
         return self.predictions.shape[0]
@@ -135,6 +124,10 @@ class InpaintResult:
         """(B, 3, H, W) the result at the last decoded iteration (the sweet spot if given)."""
         return self.steps()[-1]
 
+    @property
+    def settings(self) -> DecodeSettings:
+        return self.trace.settings
+
 
 class MaskGit(nn.Module):
     """The course's ``MaskGit``: a VQGAN tokenizer plus a bidirectional transformer."""
@@ -148,7 +141,6 @@ class MaskGit(nn.Module):
         self.num_image_tokens = config.num_image_tokens
         self.num_codebook_vectors = config.num_codebook_vectors
         self.mask_token_id = config.mask_token_id
-        self.choice_temperature = config.choice_temperature
 
     @property
     def device(self) -> torch.device:
@@ -203,13 +195,37 @@ class MaskGit(nn.Module):
                          self.config.label_smoothing if label_smoothing is None else label_smoothing)
 
     # ------------------------------------------------------------------ decoding
-    def decode_step(self, token_ids: torch.Tensor, still_masked: torch.Tensor, n0: torch.Tensor,
-                    m_prev: torch.Tensor, t: int, total_iter: int, gamma, choice_temperature: float,
-                    sample: bool = False, generator: torch.Generator | None = None):
-        """One iteration of decoding, for a batch of images at once.
+    def decode_settings(self, gamma: str | None = None, total_iter: int | None = None,
+                        choice_temperature: float | None = None, sweet_spot: int | None = None,
+                        sample: bool = False) -> DecodeSettings:
+        """The settings of a decoding run: each one given, else the config's (``gamma_type``,
+        ``total_iter``, ``choice_temperature``, ``sweet_spot``), checked by the config's rules.
+
+        The config's sweet spot belongs to the config's T: with another ``total_iter`` and no
+        ``sweet_spot`` the run goes to t* = T.
+        """
+        cfg = self.config
+        gamma = cfg.gamma_type if gamma is None else gamma
+        check_field("gamma_type", gamma, "gamma")
+        if total_iter is None:
+            total_iter = cfg.total_iter
+            if sweet_spot is None:
+                sweet_spot = cfg.sweet_spot
+        check_field("total_iter", total_iter)
+        check_field("sweet_spot", sweet_spot)
+        check_sweet_spot(sweet_spot, total_iter)
+        choice_temperature = cfg.choice_temperature if choice_temperature is None else choice_temperature
+        check_field("choice_temperature", choice_temperature)
+        return DecodeSettings(gamma, int(total_iter), int(sweet_spot or total_iter),
+                              float(choice_temperature), bool(sample))
+
+    def inpainting(self, token_ids: torch.Tensor, still_masked: torch.Tensor, n0: torch.Tensor,
+                   m_prev: torch.Tensor, t: int, total_iter: int, gamma: str, choice_temperature: float,
+                   sample: bool = False, generator: torch.Generator | None = None):
+        """Iteration t of T of decoding, for a batch of images at once (the course's method).
 
         token_ids: (B, N) current ids, [MASK] where still masked; still_masked: (B, N) bool;
-        n0, m_prev: (B,) initially / currently masked counts.
+        n0, m_prev: (B,) initially / currently masked counts; gamma: a schedule name.
         Returns prediction (B, N), new still-masked mask (B, N) and m_t (B,).
         """
         # BEGIN SOLUTION
@@ -228,7 +244,7 @@ class MaskGit(nn.Module):
                                                                  confidence.device)
         confidence = confidence.masked_fill(~still_masked, math.inf)           # never re-mask those
         # count from n0, never from the current count; reveal at least one per step
-        m_t = torch.floor(gamma(ratio) * n0.double()).long()
+        m_t = torch.floor(self.gamma_func(gamma)(ratio) * n0.double()).long()
         m_t = torch.minimum(m_t, (m_prev - 1).clamp(min=0))
         ranks = confidence.argsort(dim=1).argsort(dim=1)                       # 0 = least confident
         new_mask = ranks < m_t[:, None]
@@ -236,17 +252,17 @@ class MaskGit(nn.Module):
         return prediction, new_mask, m_t
 
     @torch.no_grad()
-    def inpaint_tokens(self, z_indices: torch.Tensor, token_mask: torch.Tensor, gamma: str = "cosine",
-                       total_iter: int = 8, choice_temperature: float = 4.5,
+    def inpaint_tokens(self, z_indices: torch.Tensor, token_mask: torch.Tensor, gamma: str | None = None,
+                       total_iter: int | None = None, choice_temperature: float | None = None,
                        generator: torch.Generator | None = None, sample: bool = False,
                        sweet_spot: int | None = None) -> DecodeTrace:
         """Iterative decoding of a batch of token grids.
 
         z_indices: (B, N) tokens of the (masked) images; token_mask: (B, N) bool, True = unknown.
-        Runs iterations t = 1..sweet_spot (default T = ``total_iter``) of a T-step schedule.
+        Runs ``inpainting`` for t = 1..t* of a T-step schedule; every setting left None is
+        the config's (see ``decode_settings``).
         """
-        total_iter, sweet_spot = check_iterations(total_iter, sweet_spot)
-        schedule = self.gamma_func(gamma)
+        settings = self.decode_settings(gamma, total_iter, choice_temperature, sweet_spot, sample)
         if z_indices.shape != token_mask.shape or z_indices.dim() != 2:
             raise ValueError(f"z_indices {tuple(z_indices.shape)} and token_mask "
                              f"{tuple(token_mask.shape)} must both be (B, N)")
@@ -259,39 +275,48 @@ class MaskGit(nn.Module):
         m_prev = n0.clone()
         token_ids = z_indices.masked_fill(still_masked, self.mask_token_id)
         predictions, masks = [], []
-        for t in range(1, sweet_spot + 1):
-            prediction, still_masked, m_prev = self.decode_step(
-                token_ids, still_masked, n0, m_prev, t, total_iter, schedule,
-                choice_temperature, sample, generator)
+        for t in range(1, settings.sweet_spot + 1):
+            prediction, still_masked, m_prev = self.inpainting(
+                token_ids, still_masked, n0, m_prev, t, settings.total_iter, settings.gamma,
+                settings.choice_temperature, settings.sample, generator)
             token_ids = prediction.masked_fill(still_masked, self.mask_token_id)
             predictions.append(prediction)
             masks.append(still_masked)
-        return DecodeTrace(torch.stack(predictions), torch.stack(masks), token_mask.to(device).bool())
+        return DecodeTrace(torch.stack(predictions), torch.stack(masks), token_mask.to(device).bool(),
+                           settings)
 
     @torch.no_grad()
-    def inpaint(self, images: torch.Tensor, pixel_masks: torch.Tensor, gamma: str = "cosine",
-                total_iter: int = 8, choice_temperature: float = 4.5, sweet_spot: int | None = None,
-                composite: bool = True, generator: torch.Generator | None = None, sample: bool = False,
-                fill: float = 0.5, decode_every_step: bool = True,
-                decode_batch: int = 256) -> InpaintResult:
+    def inpaint(self, images: torch.Tensor, pixel_masks: torch.Tensor, gamma: str | None = None,
+                total_iter: int | None = None, choice_temperature: float | None = None,
+                sweet_spot: int | None = None, composite: bool = True,
+                generator: torch.Generator | None = None, sample: bool = False, fill: float = 0.5,
+                decode_every_step: bool = True, decode_batch: int = 256) -> InpaintResult:
         """Inpaint a batch of images.
 
         images: (B, 3, H, W) in [0, 1] (pixels under the hole are ignored);
         pixel_masks: (B, H, W) or (B, 1, H, W), True / 1 = missing.
         The hole is filled with grey ``fill`` (as the course's masked images), encoded, its
-        tokens set to [MASK] and decoded for ``sweet_spot`` (default ``total_iter``)
-        iterations; every iteration's prediction is decoded to pixels (only the last one with
-        ``decode_every_step=False``, which halves the cost when the steps are not needed),
-        ``decode_batch`` images at a time. With ``composite`` the known pixels are pasted back.
+        tokens set to [MASK] and decoded for t* iterations of T (the decoding settings left
+        None are the config's, see ``decode_settings``); every iteration's prediction is
+        decoded to pixels (only the last one with ``decode_every_step=False``, which halves
+        the cost when the steps are not needed), ``decode_batch`` images at a time. With
+        ``composite`` the known pixels are pasted back.
         """
+        if isinstance(fill, bool) or not isinstance(fill, Real) or not 0 <= fill <= 1:
+            raise ValueError(f"fill={fill!r}: expected the grey level of the hole, a number in [0, 1]")
+        if isinstance(decode_batch, bool) or not isinstance(decode_batch, Integral) or decode_batch < 1:
+            raise ValueError(f"decode_batch={decode_batch!r}: expected an integer >= 1 (images "
+                             "decoded to pixels at a time)")
+        settings = self.decode_settings(gamma, total_iter, choice_temperature, sweet_spot, sample)
         images, pixel_masks = check_images_and_masks(images, pixel_masks, self.config.image_size)
         images = images.to(self.device)
         pixel_masks = pixel_masks.to(self.device)
         masked_input = torch.where(pixel_masks, torch.full_like(images, fill), images)
         _, z_indices = self.encode_to_z(masked_input)
         token_mask = pixel_to_token_mask(pixel_masks, self.config.downsample)
-        trace = self.inpaint_tokens(z_indices, token_mask, gamma, total_iter, choice_temperature,
-                                    generator, sample, sweet_spot)
+        trace = self.inpaint_tokens(z_indices, token_mask, settings.gamma, settings.total_iter,
+                                    settings.choice_temperature, generator, settings.sample,
+                                    settings.sweet_spot)
         predictions = trace.predictions if decode_every_step else trace.predictions[-1:]
         steps, batch = predictions.shape[:2]
         flat = predictions.flatten(0, 1)                                       # (steps B, N)
@@ -301,50 +326,39 @@ class MaskGit(nn.Module):
         return InpaintResult(masked_input, pixel_masks, raw_steps, trace, images, composite)
 
 
-def check_iterations(total_iter, sweet_spot=None) -> tuple[int, int]:
-    """Validate T and t*; returns (T, t*) with t* defaulting to T."""
-    if isinstance(total_iter, bool) or not isinstance(total_iter, (int, np.integer)):
-        raise TypeError(f"total_iter must be an integer, got {total_iter!r} ({type(total_iter).__name__})")
-    if total_iter < 1:
-        raise ValueError(f"total_iter must be >= 1 (the number of decoding iterations T), got {total_iter}")
-    if sweet_spot is None:
-        return int(total_iter), int(total_iter)
-    if isinstance(sweet_spot, bool) or not isinstance(sweet_spot, (int, np.integer)):
-        raise TypeError(f"sweet_spot must be an integer in 1..{total_iter} or None, got {sweet_spot!r}")
-    if not 1 <= sweet_spot <= total_iter:
-        raise ValueError(f"sweet_spot must lie in 1..total_iter={total_iter} (stop after t* "
-                         f"iterations), got {sweet_spot}")
-    return int(total_iter), int(sweet_spot)
-
-
 def check_images_and_masks(images, pixel_masks, image_size: int):
-    """Validate an image batch (B, 3, S, S) in [0, 1] and its masks; masks -> (B, 1, S, S) bool."""
+    """Validate an image batch (B, 3, S, S) in [0, 1] and its masks.
+
+    Returns the images as float32 (float64 NumPy or torch images are converted) and the
+    masks as (B, 1, S, S) bool.
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images if images.flags.writeable else images.copy())
     images = torch.as_tensor(images)
-    pixel_masks = torch.as_tensor(pixel_masks)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (0 images): give at least one image")
     if not images.is_floating_point():
         raise TypeError(f"images must be floats in [0, 1], got dtype {images.dtype}; "
                         "divide uint8 images by 255")
+    images = images.float()
     if tuple(images.shape[-2:]) != (image_size, image_size):
         raise ValueError(f"images are {images.shape[-2]}x{images.shape[-1]} but this model works "
                          f"on {image_size}x{image_size}; resize them (labkit.datasets.load_image_folder "
                          "does) or use the matching profile")
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"images {bad[:10]}{' ...' if len(bad) > 10 else ''} hold NaN or infinite "
+                         "pixels: every pixel must be a number in [0, 1]")
     if images.min() < -1e-3 or images.max() > 1 + 1e-3:
         raise ValueError(f"images must lie in [0, 1], got range [{images.min():.3f}, {images.max():.3f}]")
-    if pixel_masks.dim() == 3:
-        pixel_masks = pixel_masks[:, None]
-    if pixel_masks.dim() != 4 or pixel_masks.shape[1] != 1:
-        raise ValueError(f"pixel masks must be (B, H, W) or (B, 1, H, W), got {tuple(pixel_masks.shape)}")
+    pixel_masks = as_pixel_mask(pixel_masks)
     if pixel_masks.shape[0] != images.shape[0]:
         raise ValueError(f"{pixel_masks.shape[0]} masks for {images.shape[0]} images: "
                          "give exactly one mask per image")
     if pixel_masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"masks are {tuple(pixel_masks.shape[-2:])} but images are "
                          f"{tuple(images.shape[-2:])}: they must have the same size")
-    if pixel_masks.dtype != torch.bool:
-        values = torch.unique(pixel_masks)
-        if not bool(((values == 0) | (values == 1)).all()):
-            raise ValueError("pixel masks must be boolean or 0/1 (1 = missing); got other values")
-        pixel_masks = pixel_masks.bool()
     return images, pixel_masks

@@ -12,17 +12,29 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 
+def as_pixel_mask(pixel_mask) -> torch.Tensor:
+    """(B, H, W) or (B, 1, H, W), bool or 0/1 (True / 1 = missing), torch or NumPy
+    -> (B, 1, H, W) bool: the one shape every labkit function works on."""
+    mask = torch.as_tensor(pixel_mask)
+    if mask.dim() == 3:
+        mask = mask[:, None]
+    if mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError(f"pixel masks must be (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        values = torch.unique(mask)
+        if not bool(((values == 0) | (values == 1)).all()):
+            raise ValueError("pixel masks must be boolean or 0/1 (1 = missing); got other values")
+        mask = mask.bool()
+    return mask
+
+
 def pixel_to_token_mask(pixel_mask: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, H, W) or (B, 1, H, W) bool, True = missing -> (B, (H/patch) * (W/patch)) bool.
 
     A token is masked when any pixel of its ``patch x patch`` patch is missing, which is
     why 20-26 % of missing pixels become 37-46 % of missing tokens in the course.
     """
-    mask = torch.as_tensor(pixel_mask)
-    if mask.dim() == 3:
-        mask = mask[:, None]
-    if mask.dim() != 4 or mask.shape[1] != 1:
-        raise ValueError(f"pixel mask must be (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
+    mask = as_pixel_mask(pixel_mask)
     height, width = mask.shape[-2:]
     if height % patch or width % patch:
         raise ValueError(f"mask size {height}x{width} is not a multiple of the token patch {patch}")

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import torch
 
+from .masks import as_pixel_mask
+
 
 def _hole(pixel_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B, H, W) or (B, 1, H, W) bool -> (B, 3, H, W) float weights, 1 inside the hole."""
-    mask = torch.as_tensor(pixel_mask, device=like.device)
-    if mask.dim() == 3:
-        mask = mask[:, None]
-    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != like.shape[-2:]:
-        raise ValueError(f"pixel mask must be (B, H, W) or (B, 1, H, W) matching images "
-                         f"{tuple(like.shape)}, got {tuple(mask.shape)}")
-    return mask.bool().expand_as(like).float()
+    mask = as_pixel_mask(pixel_mask).to(like.device)
+    if mask.shape[0] != like.shape[0] or mask.shape[-2:] != like.shape[-2:]:
+        raise ValueError(f"pixel masks {tuple(mask.shape)} do not match images {tuple(like.shape)}")
+    return mask.expand_as(like).float()
 
 
 def _masked_mean(values: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:

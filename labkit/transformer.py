@@ -19,6 +19,8 @@ from .config import LabConfig
 
 
 class Block(nn.Module):
+    """Pre-LN block: x + attention(LN(x)), then x + MLP(LN(x)). (B, N, D) -> (B, N, D)."""
+
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float, attn_drop: float):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
@@ -27,15 +29,12 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        attention = None
-        if return_attention:
-            h, attention = self.attn(self.ln1(x), return_attention=True)
-        else:
-            h = self.attn(self.ln1(x))
-        x = x + self.drop(h)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the fused kernel is the fast path; the hand-written one gives the same numbers
+        attend = self.attn.forward_fused if self.attn.fused else self.attn
+        x = x + self.drop(attend(self.ln1(x)))
         x = x + self.drop(self.mlp(self.ln2(x)))
-        return x, attention
+        return x
 
 
 class BidirectionalTransformer(nn.Module):
@@ -67,15 +66,24 @@ class BidirectionalTransformer(nn.Module):
             block.attn.fused = fused
         return self
 
-    def forward(self, token_ids: torch.Tensor, return_attention: bool = False):
-        """token_ids: (B, N) in [0, K] -> logits (B, N, K); with ``return_attention`` also a
-        list (one per layer) of attention maps (B, H, N, N)."""
-        x = self.drop(self.tok_emb(token_ids) + self.pos_emb)               # (B, N, D)
-        maps = []
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """token_ids: (B, N) in [0, K] -> token + position embeddings (B, N, D)."""
+        return self.drop(self.tok_emb(token_ids) + self.pos_emb)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """token_ids: (B, N) in [0, K] -> logits (B, N, K)."""
+        x = self.embed(token_ids)                                          # (B, N, D)
         for block in self.blocks:
-            x, attention = block(x, return_attention)
-            maps.append(attention)
+            x = block(x)
         h = self.ln_f(x)
         codebook = self.tok_emb.weight[: self.num_codebook_vectors]       # (K, D), no [MASK] row
-        logits = h @ codebook.t() + self.bias                              # (B, N, K)
-        return (logits, maps) if return_attention else logits
+        return h @ codebook.t() + self.bias                                # (B, N, K)
+
+    def attention_maps(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
+        """token_ids: (B, N) -> one attention map (B, H, N, N) per layer, first layer first."""
+        x = self.embed(token_ids)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.attention_maps(block.ln1(x)))
+            x = block(x)
+        return maps

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import MultiHeadAttention
+from labkit import BidirectionalTransformer, MultiHeadAttention, get_config
 
 
 def reference_from(module: MultiHeadAttention) -> nn.MultiheadAttention:
@@ -28,7 +28,7 @@ def test_manual_matches_torch_multihead_attention(dim, heads, tokens):
     module = MultiHeadAttention(dim, heads, attn_drop=0.1).eval()
     x = torch.randn(3, tokens, dim)
     expected, expected_maps = reference_from(module)(x, x, x, average_attn_weights=False)
-    out, maps = module.forward_manual(x, return_attention=True)
+    out, maps = module(x), module.attention_maps(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(maps, expected_maps, atol=1e-6, rtol=1e-5)
 
@@ -37,7 +37,7 @@ def test_fused_path_matches_manual_path_forward_and_backward():
     torch.manual_seed(1)
     module = MultiHeadAttention(64, 8, attn_drop=0.0)
     x = torch.randn(2, 33, 64, requires_grad=True)
-    manual = module.forward_manual(x)
+    manual = module(x)
     grads_manual = torch.autograd.grad(manual.square().sum(), [x, module.q_linear.weight])
     fused = module.forward_fused(x)
     grads_fused = torch.autograd.grad(fused.square().sum(), [x, module.q_linear.weight])
@@ -50,7 +50,7 @@ def test_course_shapes_and_attention_rows_sum_to_one():
     module = MultiHeadAttention(768, 16, attn_drop=0.1).eval()
     x = torch.randn(2, 256, 768)
     assert module.split_heads(module.q_linear(x)).shape == (2, 16, 256, 48)
-    out, maps = module(x, return_attention=True)
+    out, maps = module(x), module.attention_maps(x)
     assert out.shape == (2, 256, 768)
     assert maps.shape == (2, 16, 256, 256)
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 16, 256))
@@ -61,9 +61,9 @@ def test_dropout_only_in_training_mode():
     module = MultiHeadAttention(32, 4, attn_drop=0.5)
     x = torch.randn(1, 10, 32)
     module.eval()
-    torch.testing.assert_close(module.forward_manual(x), module.forward_manual(x))
+    torch.testing.assert_close(module(x), module(x))
     module.train()
-    assert not torch.allclose(module.forward_manual(x), module.forward_manual(x))
+    assert not torch.allclose(module(x), module(x))
 
 
 def test_scaling_keeps_score_variance_near_one():
@@ -79,3 +79,34 @@ def test_scaling_keeps_score_variance_near_one():
 def test_rejects_dim_not_divisible_by_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(50, 16)
+
+
+def test_the_block_chooses_the_kernel_and_both_give_the_same_logits():
+    torch.manual_seed(4)
+    model = BidirectionalTransformer(get_config("smoke")).eval()
+    ids = torch.randint(0, 33, (2, model.num_image_tokens))
+    calls = []
+    for block in model.blocks:
+        block.attn.forward_fused = lambda x, attn=block.attn: calls.append("fused") or type(attn).forward_fused(attn, x)
+    fused = model(ids)
+    assert calls == ["fused"] * len(model.blocks)
+    manual = model.set_fused(False)(ids)
+    assert calls == ["fused"] * len(model.blocks)          # the hand-written forward this time
+    torch.testing.assert_close(fused, manual, atol=1e-5, rtol=1e-5)
+
+
+def test_transformer_attention_maps_are_each_layers_forward_maps():
+    torch.manual_seed(5)
+    cfg = get_config("smoke")
+    model = BidirectionalTransformer(cfg).eval()
+    ids = torch.randint(0, cfg.num_codebook_vectors + 1, (3, cfg.num_image_tokens))
+    maps = model.attention_maps(ids)
+    n = cfg.num_image_tokens
+    assert len(maps) == cfg.num_layers and all(m.shape == (3, cfg.num_heads, n, n) for m in maps)
+    x = model.embed(ids)
+    for block, layer_maps in zip(model.blocks, maps):      # layer l sees the output of layer l - 1
+        h = block.ln1(x)
+        a = block.attn
+        q, k = a.split_heads(a.q_linear(h)), a.split_heads(a.k_linear(h))
+        torch.testing.assert_close(layer_maps, (q @ k.transpose(-2, -1) / math.sqrt(a.head_dim)).softmax(-1))
+        x = block(x)

@@ -1,9 +1,11 @@
 """Profiles: one config type, named profiles that differ only in numbers."""
 
+import dataclasses
+
 import pytest
 
 from labkit import LabConfig, get_config
-from labkit.config import PROFILES
+from labkit.config import FIELD_RULES, PROFILES
 
 
 def test_gpu_profile_has_the_course_sizes():
@@ -45,15 +47,41 @@ def test_overrides_and_architecture_diff():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(profile="laptop"), "unknown profile"),
     (dict(dim=30), "divisible by num_heads"),
-    (dict(loss="all"), "masked"),
+    (dict(loss="all"), "loss='all': expected 'masked' .* or 'full'"),
     (dict(image_size=30), "not divisible"),
     (dict(nonsense=1), "unknown config fields"),
-    (dict(train_gamma="exp"), "train_gamma='exp' is not a mask schedule; choose one of linear"),
-    (dict(gamma_type="Cosine"), "gamma_type='Cosine' is not a mask schedule"),
-    (dict(total_iter=0), "must be an integer >= 1"),
-    (dict(total_iter=8.0), "total_iter=8.0"),
+    (dict(train_gamma="exp"), "train_gamma='exp': expected a mask schedule, one of linear"),
+    (dict(gamma_type="Cosine"), "gamma_type='Cosine': expected a mask schedule"),
+    (dict(total_iter=0), r"total_iter=0: expected an integer >= 1"),
+    (dict(total_iter=8.0), r"total_iter=8.0: expected an integer >= 1"),
+    (dict(total_iter=True), r"total_iter=True"),
+    (dict(sweet_spot=0), r"sweet_spot=0: expected None or an integer >= 1"),
+    (dict(sweet_spot=5), r"sweet_spot=5 is after the last iteration total_iter=4: choose sweet_spot in 1\.\.4"),
+    (dict(choice_temperature=float("nan")), r"choice_temperature=nan: expected a finite number >= 0"),
+    (dict(choice_temperature=float("inf")), r"choice_temperature=inf"),
+    (dict(choice_temperature=-0.5), r"choice_temperature=-0.5"),
+    (dict(label_smoothing=1.0), r"label_smoothing=1.0: expected a number in \[0, 1\)"),
+    (dict(dropout=-0.1), r"dropout=-0.1"),
+    (dict(mvtm_batch_size=0), r"mvtm_batch_size=0: expected an integer >= 1"),
+    (dict(vq_channels=()), r"vq_channels=\(\): expected a non-empty tuple"),
+    (dict(mvtm_lr=0.0), r"mvtm_lr=0.0: expected a finite number > 0"),
+    (dict(betas=(0.9,)), r"betas=\(0.9,\): expected two numbers in \[0, 1\)"),
+    (dict(catnet_lr=float("nan")), r"catnet_lr=nan"),
 ])
 def test_bad_config_values_are_named(kwargs, match):
     profile = kwargs.pop("profile", "smoke")
     with pytest.raises(ValueError, match=match):
         get_config(profile, **kwargs)
+
+
+def test_every_field_has_exactly_one_rule_and_the_profiles_pass_it():
+    assert set(FIELD_RULES) == {field.name for field in dataclasses.fields(LabConfig)}
+    for name in PROFILES:
+        get_config(name)
+
+
+def test_decoding_settings_are_config_fields():
+    cfg = get_config("smoke", sweet_spot=3, gamma_type="square")
+    assert (cfg.gamma_type, cfg.total_iter, cfg.sweet_spot, cfg.choice_temperature) == ("square", 4, 3, 4.5)
+    assert get_config("cpu").sweet_spot is None
+    assert LabConfig.from_dict(cfg.to_dict()) == cfg

@@ -8,6 +8,7 @@ import torch
 
 import labkit.maskgit as maskgit_module
 from labkit import SCHEDULES, MaskGit, gamma_func, get_config, mvtm_loss
+from labkit.schedules import FORMULAS
 
 CFG = get_config("smoke")
 
@@ -58,6 +59,11 @@ def test_square_is_not_one_of_the_common_mistakes():
     square = gamma_func("square")
     assert square(0.5) != pytest.approx(1 - 2 * 0.5)         # pitfall: 1 - 2r
     assert square(0.5) != pytest.approx(1 - math.sqrt(0.5))  # pitfall: 1 - sqrt(r)
+
+
+def test_one_registry_gives_the_names_and_the_formulas():
+    assert SCHEDULES == tuple(FORMULAS) and MaskGit.gamma_func(MaskGit(CFG), "square")(0.5) == 0.75
+    assert maskgit_module.gamma_func is gamma_func and maskgit_module.SCHEDULES is SCHEDULES
 
 
 def test_unknown_schedule_lists_the_valid_ones():
@@ -111,7 +117,7 @@ def test_loss_variants():
     assert full.item() < masked.item()                 # visible tokens make "full" look better
     smoothed = mvtm_loss(logits, z, mask, "masked", label_smoothing=0.1)
     assert smoothed.item() == pytest.approx(math.log(3), rel=1e-5)  # uniform logits: no change
-    with pytest.raises(ValueError, match="masked"):
+    with pytest.raises(ValueError, match="variant='all': expected 'masked'"):
         mvtm_loss(logits, z, mask, "all")
 
 
@@ -180,8 +186,8 @@ def test_gumbel_noise_is_scaled_by_temperature_times_one_minus_t_over_T(monkeypa
     total_iter, temperature = 4, 4.5
     masks = {}
     for t in range(1, total_iter + 1):
-        _, new_mask, m_t = model.decode_step(token_ids, still, torch.tensor([n]), torch.tensor([n]),
-                                             t, total_iter, gamma_func("linear"), temperature)
+        _, new_mask, m_t = model.inpainting(token_ids, still, torch.tensor([n]), torch.tensor([n]),
+                                            t, total_iter, "linear", temperature)
         score = log_p + temperature * (1 - t / total_iter) * noise_preference
         expected = torch.zeros(1, n, dtype=torch.bool)
         expected[0, score[0].argsort()[: m_t.item()]] = True   # the least confident stay masked
@@ -259,19 +265,92 @@ def test_decoding_only_the_last_step_gives_the_same_final_image(model):
     torch.testing.assert_close(last.images, every.images)
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(total_iter=0), ValueError, "total_iter must be >= 1"),
-    (dict(total_iter=2.5), TypeError, "total_iter must be an integer"),
-    (dict(total_iter=4, sweet_spot=5), ValueError, "sweet_spot must lie in 1..total_iter=4"),
-    (dict(total_iter=4, sweet_spot=0), ValueError, "sweet_spot"),
-    (dict(gamma="exp2"), ValueError, "unknown mask schedule"),
+def test_inpainting_is_one_iteration_of_inpaint_tokens(model):
+    z, token_mask = random_problem(seed=8, min_masked=3)
+    trace = model.inpaint_tokens(z, token_mask, "square", 5, 4.5, torch.Generator().manual_seed(3),
+                                 sample=True)
+    generator = torch.Generator().manual_seed(3)
+    still = token_mask.clone()
+    n0 = still.sum(1)
+    m_prev, ids = n0.clone(), z.masked_fill(token_mask, CFG.mask_token_id)
+    for t in range(1, 6):
+        prediction, still, m_prev = model.inpainting(ids, still, n0, m_prev, t, 5, "square", 4.5,
+                                                     sample=True, generator=generator)
+        assert torch.equal(prediction, trace.predictions[t - 1])
+        assert torch.equal(still, trace.still_masked[t - 1])
+        assert torch.equal(m_prev, still.sum(1))
+        ids = prediction.masked_fill(still, CFG.mask_token_id)
+
+
+# ---------------------------------------------------------------- settings come from the config
+def test_decoding_defaults_are_the_configs_and_are_recorded():
+    torch.manual_seed(0)
+    cfg = CFG.replace(gamma_type="linear", total_iter=5, choice_temperature=2.0, sweet_spot=3)
+    model = MaskGit(cfg).eval()
+    z, token_mask = random_problem(seed=9, min_masked=3)
+    trace = model.inpaint_tokens(z, token_mask, generator=torch.Generator().manual_seed(1))
+    assert len(trace) == 3
+    assert trace.settings.to_dict() == dict(gamma="linear", total_iter=5, sweet_spot=3,
+                                            choice_temperature=2.0, sample=False)
+    explicit = model.inpaint_tokens(z, token_mask, "linear", 5, 2.0, torch.Generator().manual_seed(1),
+                                    sweet_spot=3)
+    assert torch.equal(trace.predictions, explicit.predictions)
+    # the config's t* belongs to its T: another T runs to its end unless t* is given
+    assert model.decode_settings(total_iter=8).sweet_spot == 8
+    assert model.decode_settings(total_iter=8, sweet_spot=2).sweet_spot == 2
+    assert "linear, T=5, stopped at t*=3" in str(trace.settings)
+
+
+def test_the_smoke_profiles_total_iter_has_effect(model):
+    size = CFG.image_size
+    result = model.inpaint(torch.rand(2, 3, size, size), torch.ones(2, size, size, dtype=torch.bool))
+    assert CFG.total_iter == 4 and result.raw_steps.shape[0] == 4
+    assert result.settings == model.decode_settings()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(total_iter=0), r"total_iter=0: expected an integer >= 1"),
+    (dict(total_iter=2.5), r"total_iter=2.5: expected an integer >= 1"),
+    (dict(total_iter=4, sweet_spot=5), r"sweet_spot=5 is after the last iteration total_iter=4"),
+    (dict(total_iter=4, sweet_spot=0), r"sweet_spot=0: expected None or an integer >= 1"),
+    (dict(gamma="exp2"), r"gamma='exp2': expected a mask schedule, one of linear, cosine"),
+    (dict(gamma=gamma_func("cosine")), r"gamma=<function .*: expected a mask schedule"),
+    (dict(choice_temperature=float("nan")), r"choice_temperature=nan: expected a finite number >= 0"),
+    (dict(choice_temperature=-1.0), r"choice_temperature=-1.0: expected a finite number >= 0"),
+    (dict(fill=1.5), r"fill=1.5: expected .* in \[0, 1\]"),
+    (dict(fill=float("nan")), r"fill=nan"),
+    (dict(decode_batch=0), r"decode_batch=0: expected an integer >= 1"),
 ])
-def test_bad_decoding_arguments(model, kwargs, error, match):
+def test_bad_decoding_arguments(model, kwargs, match):
     size = CFG.image_size
     images = torch.rand(2, 3, size, size)
     masks = torch.zeros(2, size, size, dtype=torch.bool)
-    with pytest.raises(error, match=match):
+    with pytest.raises(ValueError, match=match):
         model.inpaint(images, masks, **kwargs)
+
+
+def test_non_finite_pixels_are_refused_naming_the_image(model):
+    images = torch.rand(4, 3, 32, 32)
+    images[2, 1, 5, 5] = float("nan")
+    images[3, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"images \[2, 3\] hold NaN or infinite pixels"):
+        model.inpaint(images, torch.zeros(4, 32, 32, dtype=torch.bool))
+
+
+def test_an_empty_batch_is_refused(model):
+    with pytest.raises(ValueError, match="empty batch"):
+        model.inpaint(torch.rand(0, 3, 32, 32), torch.zeros(0, 32, 32, dtype=torch.bool))
+
+
+def test_float64_images_numpy_or_torch_give_the_float32_result(model):
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, 8:20, 8:20] = True
+    expected = model.inpaint(images, masks, choice_temperature=0.0).images
+    for doubles in (images.double(), images.double().numpy()):
+        result = model.inpaint(doubles, masks, choice_temperature=0.0)
+        assert result.images.dtype == torch.float32
+        torch.testing.assert_close(result.images, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("images,masks,match", [
@@ -281,6 +360,7 @@ def test_bad_decoding_arguments(model, kwargs, error, match):
     (torch.rand(2, 1, 32, 32), torch.zeros(2, 32, 32, dtype=torch.bool), "RGB"),
     (torch.rand(2, 3, 32, 32) * 255, torch.zeros(2, 32, 32, dtype=torch.bool), r"\[0, 1\]"),
     (torch.rand(2, 3, 32, 32), torch.full((2, 32, 32), 3), "0/1"),
+    (torch.rand(2, 3, 32, 32), torch.full((2, 32, 32), float("nan")), "0/1"),
 ])
 def test_bad_images_and_masks(model, images, masks, match):
     with pytest.raises((ValueError, TypeError), match=match):
