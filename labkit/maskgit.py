@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LabConfig, check_field, check_sweet_spot
-from .masks import as_pixel_mask, pixel_to_token_mask
+from .masks import as_pixel_mask, paste_known, pixel_to_token_mask
 from .schedules import SCHEDULES, gamma_func
 from .transformer import BidirectionalTransformer
 from .vqgan import VQGAN
@@ -117,7 +117,7 @@ class InpaintResult:
         composite = self.composite if composite is None else composite
         if not composite:
             return self.raw_steps
-        return torch.where(self.pixel_mask[None], self.raw_steps, self.original[None])
+        return paste_known(self.raw_steps, self.original, self.pixel_mask)
 
     @property
     def images(self) -> torch.Tensor:

@@ -28,6 +28,12 @@ def as_pixel_mask(pixel_mask) -> torch.Tensor:
     return mask
 
 
+def paste_known(pred: torch.Tensor, known: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """The composite: ``pred`` inside the hole (``pixel_mask`` True), ``known`` outside.
+    Shapes broadcast, e.g. pred (T, B, 3, H, W), known (B, 3, H, W), pixel_mask (B, 1, H, W)."""
+    return torch.where(pixel_mask, pred, known)
+
+
 def pixel_to_token_mask(pixel_mask: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, H, W) or (B, 1, H, W) bool, True = missing -> (B, (H/patch) * (W/patch)) bool.
 

@@ -21,119 +21,99 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, utils
 from .config import LabConfig
 from .datasets import ImageSet, load_dataset
+from .evaluate import ROWS, inpaint_and_score, mean_scores
 from .maskgit import MaskGit
 from .masks import pixel_to_token_mask
-from .metrics import masked_l1, masked_psnr
 from .plots import image_grid, plot_history, save_figure, show_reconstructions
-from .train import extract_tokens, run_dir, train_mvtm, train_vqgan
-from .utils import get_device
+from .train import extract_tokens, train_mvtm, train_vqgan
+from .utils import get_device, run_dir
 from .vqgan import codebook_usage
 
-GAMMA, TOTAL_ITER = "cosine", 8        # the decoding the pipeline reports (the course's default)
 N_SHOW = 8                             # images in inpaint_grid.png
-ROWS = {                               # table rows: what is compared with the ground truth
-    "masked_input": "masked input (grey hole)",
-    "vqgan_masked": "VQGAN round trip of the masked input",
-    "maskgit_composite": "MaskGIT inpainting (composite)",
-    "maskgit_raw": "MaskGIT inpainting (raw decoder output)",
-    "vqgan_truth": "VQGAN round trip of the ground truth (ceiling)",
-}
 
 
-def prepare_data(cfg: LabConfig, data: str | Path = "data", data_root: str | Path | None = None
+def prepare_data(cfg: LabConfig, data: str | Path | None = None, data_root: str | Path | None = None
                  ) -> dict[str, ImageSet]:
-    """{"train", "val", "test"}: the toy cats (cached under ``data``) or the dataset at
-    ``data_root`` (the course's layout or any image folder)."""
+    """{"train", "val", "test"}: the toy cats (cached under ``data``, default
+    ``labkit.utils.data_root()``) or the dataset at ``data_root`` (the course's layout or
+    any image folder)."""
     with distributed.main_first():          # under torchrun rank 0 writes the cache, the others read it
-        return load_dataset(cfg, data_root, cache_root=data)
+        return load_dataset(cfg, data_root, cache_root=utils.data_root(data))
 
 
-def stage_tokenizer(cfg: LabConfig, splits: dict, runs: str | Path = "runs", device=None,
-                    progress: bool = True):
-    """Stage 1: train (or resume, or load) the VQGAN; writes reconstructions.png."""
+def stage_tokenizer(cfg: LabConfig, splits: dict, runs: str | Path | None = None, device=None,
+                    progress: bool = True, fresh: bool = False):
+    """Stage 1: train (or resume, or load; ``fresh``: train from scratch) the VQGAN; writes
+    reconstructions.png."""
     out = run_dir(cfg, runs)
-    vqgan, history = train_vqgan(cfg, splits["train"], out, device=device, progress=progress)
+    vqgan, history = train_vqgan(cfg, splits["train"], out, device=device, resume=not fresh,
+                                 progress=progress)
     if distributed.is_main():
         shown = splits["val"].tensors(range(min(N_SHOW, len(splits["val"]))))
         save_figure(show_reconstructions(vqgan, shown), out / "reconstructions.png")
     return vqgan, history
 
 
-def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path = "runs", device=None,
-               progress: bool = True, compile: bool | None = None):
+def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path | None = None, device=None,
+               progress: bool = True, compile: bool | None = None, fresh: bool = False):
     """Stage 2: encode the train / val images once (cached), then train (or resume, or
-    load) the transformer (``compile``: see ``train_mvtm``). Returns (maskgit, history,
-    train tokens)."""
+    load; ``fresh``: train from scratch) the transformer (``compile``: see ``train_mvtm``).
+    Returns (maskgit, history, train tokens)."""
     out = run_dir(cfg, runs)
+    tokens = {}
     with distributed.main_first():          # under torchrun rank 0 encodes and caches, the others read
-        tokens = extract_tokens(vqgan, splits["train"], cfg, out / "tokens-train.safetensors",
-                                progress=progress and distributed.is_main())
-        val_tokens = extract_tokens(vqgan, splits["val"], cfg, out / "tokens-val.safetensors",
-                                    progress=progress and distributed.is_main())
-    maskgit, history = train_mvtm(cfg, vqgan, tokens, out, device=device, progress=progress,
-                                  val_tokens=val_tokens, compile=compile)
-    return maskgit, history, tokens
+        for split in tqdm(("train", "val"), desc="encoding", unit="split",
+                          disable=not (progress and distributed.is_main())):
+            tokens[split] = extract_tokens(vqgan, splits[split], cfg, out / f"tokens-{split}.safetensors")
+    maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], out, device=device, resume=not fresh,
+                                  progress=progress, val_tokens=tokens["val"], compile=compile)
+    return maskgit, history, tokens["train"]
 
 
 @torch.no_grad()
-def evaluate_inpainting(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, runs: str | Path = "runs",
+def evaluate_inpainting(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, runs: str | Path | None = None,
                         batch_size: int = 128, progress: bool = True) -> dict:
-    """Inpaint every test image in its fixed hole (cosine schedule, T = 8) and score the
-    hole against the ground truth; writes inpaint_grid.png.
+    """Inpaint every test image in its fixed hole with the config's decoding settings and
+    score it against the ground truth (``labkit.evaluate``); writes inpaint_grid.png.
 
-    Returns {"rows": {row: {hole_l1, hole_psnr, image_l1, image_psnr}}, ...}: means over
-    the test images of the masked-region ("hole") and whole-image L1 / PSNR of every
-    row of ``ROWS``.
+    Returns {"settings": the decoding settings, "rows": {row: {hole_l1, hole_psnr, image_l1,
+    image_psnr}}, ...}: means over the test images of every row of ``ROWS``.
     """
     out = run_dir(cfg, runs)
     maskgit.eval()
-    device = maskgit.device
     generator = torch.Generator().manual_seed(cfg.seed)
-    scores = {row: {"hole_l1": [], "hole_psnr": [], "image_l1": [], "image_psnr": []} for row in ROWS}
-    shown, token_share, pixel_share = None, [], []
+    batches, shown, token_share, pixel_share = [], None, [], []
     start = time.perf_counter()
     for begin in tqdm(range(0, len(test), batch_size), desc="inpainting", disable=not progress):
         index = range(begin, min(begin + batch_size, len(test)))
-        truth, masks = test.tensors(index), test.mask_tensors(index)
-        result = maskgit.inpaint(truth, masks, gamma=GAMMA, total_iter=TOTAL_ITER,
-                                 choice_temperature=cfg.choice_temperature, generator=generator)
-        vqgan = maskgit.vqgan
-        outputs = {
-            "masked_input": result.masked_input,
-            "vqgan_masked": vqgan.decode_indices(vqgan.encode(result.masked_input)[1]),
-            "maskgit_composite": result.images,
-            "maskgit_raw": result.raw_steps[-1],
-            "vqgan_truth": vqgan.decode_indices(vqgan.encode(truth.to(device))[1]),
-        }
-        everywhere = torch.ones_like(masks)
-        for row, images in outputs.items():
-            images = images.cpu()
-            scores[row]["hole_l1"].append(masked_l1(images, truth, masks))
-            scores[row]["hole_psnr"].append(masked_psnr(images, truth, masks))
-            scores[row]["image_l1"].append(masked_l1(images, truth, everywhere))
-            scores[row]["image_psnr"].append(masked_psnr(images, truth, everywhere))
-        token_share.append(pixel_to_token_mask(masks, cfg.downsample).float().mean(1))
-        pixel_share.append(masks.float().mean(dim=(1, 2, 3)))
+        scored = inpaint_and_score(maskgit, test.tensors(index), test.mask_tensors(index),
+                                   generator=generator)
+        batches.append(scored)
+        token_share.append(pixel_to_token_mask(scored.pixel_masks, cfg.downsample).float().mean(1))
+        pixel_share.append(scored.pixel_masks.float().mean(dim=(1, 2, 3)))
         if shown is None:
-            n = min(N_SHOW, len(truth))
-            shown = [result.masked_input[:n].cpu(), result.images[:n].cpu(), truth[:n]]
-    fig = image_grid(shown, ["masked input", f"MaskGIT ({GAMMA}, T={TOTAL_ITER})", "ground truth"],
-                     title=f"held-out test images, profile {cfg.profile}")
+            n = min(N_SHOW, len(index))
+            shown = [scored.rows["masked_input"][:n], scored.rows["maskgit"][:n], scored.truth[:n]]
+    settings = batches[0].settings
+    fig = image_grid(shown, ["masked input", "MaskGIT", "ground truth"],
+                     title=f"held-out test images, profile {cfg.profile}; {settings}")
     save_figure(fig, out / "inpaint_grid.png")
-    rows = {row: {key: float(torch.cat(values).nanmean()) for key, values in parts.items()}
-            for row, parts in scores.items()}
-    return {"gamma": GAMMA, "total_iter": TOTAL_ITER, "choice_temperature": cfg.choice_temperature,
-            "n_images": len(test), "missing_pixels": float(torch.cat(pixel_share).mean()),
+    return {"settings": settings.to_dict(), "n_images": len(test),
+            "missing_pixels": float(torch.cat(pixel_share).mean()),
             "missing_tokens": float(torch.cat(token_share).mean()),
-            "seconds": time.perf_counter() - start, "rows": rows}
+            "seconds": time.perf_counter() - start, "rows": mean_scores(batches)}
 
 
 def format_table(inpainting: dict) -> str:
-    """The inpainting scores as a fixed-width text table."""
-    lines = [f"{'':48s} {'hole L1':>8s} {'hole PSNR':>10s} {'image L1':>9s} {'image PSNR':>11s}"]
+    """The inpainting scores as a fixed-width text table, under the settings that gave them."""
+    s = inpainting["settings"]
+    stop = "" if s["sweet_spot"] == s["total_iter"] else f", t*={s['sweet_spot']}"
+    lines = [f"decoding: {s['gamma']} schedule, T={s['total_iter']}{stop}, choice temperature "
+             f"{s['choice_temperature']:g}, {'sampled' if s['sample'] else 'argmax'} tokens",
+             f"{'':48s} {'hole L1':>8s} {'hole PSNR':>10s} {'image L1':>9s} {'image PSNR':>11s}"]
     for row, label in ROWS.items():
         s = inpainting["rows"][row]
         lines.append(f"{label:48s} {s['hole_l1']:8.4f} {s['hole_psnr']:7.2f} dB {s['image_l1']:9.4f} "
@@ -148,20 +128,22 @@ def _stage_summary(history: list, steps: int) -> dict:
             "final": final}
 
 
-def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "data",
+def run_pipeline(cfg: LabConfig, runs: str | Path | None = None, data: str | Path | None = None,
                  data_root: str | Path | None = None, device=None, progress: bool = True,
-                 compile: bool | None = None) -> dict:
+                 compile: bool | None = None, fresh: bool = False) -> dict:
     """Data -> stage 1 -> tokens -> stage 2 -> inpainting of the test split.
 
-    Writes ``runs/<profile>/summary.json`` and the figures, prints the table, returns the
-    summary dict. Under torchrun all ranks train; rank 0 alone evaluates and writes, the
-    others return None.
+    ``runs`` / ``data`` default to ``labkit.utils.runs_root()`` / ``data_root()``; ``fresh``
+    trains both stages from scratch instead of resuming. Writes ``<runs>/<profile>/summary.json``
+    and the figures, prints the table, returns the summary dict. Under torchrun all ranks
+    train; rank 0 alone evaluates and writes, the others return None.
     """
     device = get_device(device)
     out = run_dir(cfg, runs)
     splits = prepare_data(cfg, data, data_root)
-    vqgan, vq_history = stage_tokenizer(cfg, splits, runs, device, progress)
-    maskgit, mvtm_history, tokens = stage_mvtm(cfg, vqgan, splits, runs, device, progress, compile)
+    vqgan, vq_history = stage_tokenizer(cfg, splits, runs, device, progress, fresh=fresh)
+    maskgit, mvtm_history, tokens = stage_mvtm(cfg, vqgan, splits, runs, device, progress, compile,
+                                               fresh=fresh)
     if not distributed.is_main():
         return None
     save_figure(plot_history(vq_history, ["l1", "used_fraction"], title="stage 1: VQGAN"),
@@ -180,7 +162,7 @@ def run_pipeline(cfg: LabConfig, runs: str | Path = "runs", data: str | Path = "
         "inpainting": inpainting,
         "config": cfg.to_dict(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    utils.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
     return summary
 
@@ -200,12 +182,11 @@ def format_summary(summary: dict) -> str:
         f"masked-token accuracy {s2['final'].get('accuracy', float('nan')):.1%} (train), "
         f"{s2['final'].get('val_accuracy', float('nan')):.1%} (val)",
         f"inpainting {inp['n_images']} test images ({inp['missing_pixels']:.0%} of pixels, "
-        f"{inp['missing_tokens']:.0%} of tokens missing), {inp['gamma']} schedule, "
-        f"T={inp['total_iter']}, {inp['seconds']:.0f} s",
+        f"{inp['missing_tokens']:.0%} of tokens missing), {inp['seconds']:.0f} s",
         format_table(inp),
     ]
     return "\n".join(lines)
 
 
 __all__ = ["prepare_data", "stage_tokenizer", "stage_mvtm", "evaluate_inpainting", "run_pipeline",
-           "format_table", "format_summary", "ROWS"]
+           "format_table", "format_summary"]

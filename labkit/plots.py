@@ -321,8 +321,8 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
     """Where one query token looks, per head, in some layers of the transformer.
 
     image: (3, H, W) in [0, 1], the input the maps were computed on (e.g. the masked image);
-    maps: one (heads, N, N) attention map per layer (the transformer's ``return_attention``
-    output for one image); query: the token index whose attention row is drawn;
+    maps: one (heads, N, N) attention map per layer (``BidirectionalTransformer.attention_maps``
+    of one image); query: the token index whose attention row is drawn;
     layers: which layers (default: the first and the last). Each panel shows the query's
     weights over the N keys on the token grid, over a faded copy of the image; the query's
     patch is outlined in cyan.
@@ -368,7 +368,7 @@ SWEEP_BASELINES = {   # method: (label, colour, line style) of the horizontal li
     "masked_input": ("masked input", "0.55", (0, (1, 1))),
     "vqgan_masked": ("VQGAN round trip of the masked input", "tab:brown", "--"),
     "one_shot": ("one shot (T = 1)", "tab:purple", "-."),
-    "vqgan_gt": ("VQGAN round trip of the truth (ceiling)", "tab:green", (0, (5, 1, 1, 1))),
+    "tokenizer_ceiling": ("VQGAN round trip of the truth (ceiling)", "tab:green", (0, (5, 1, 1, 1))),
     "real_vs_real": ("two independent real draws (yardstick)", "black", ":"),
 }
 

@@ -7,18 +7,20 @@ setting, instead of 1 + 2 + ... + T.
 
 Every number lands in one tidy table (a list of dicts, written as CSV), one row per score::
 
-    method     maskgit | one_shot | masked_input | vqgan_masked | vqgan_gt | real_vs_real
+    method     maskgit | one_shot | masked_input | vqgan_masked | tokenizer_ceiling | real_vs_real
     schedule   cosine, linear, ... (maskgit rows)
     T, t       total iterations and the iteration the image was taken after
     composite  True: known pixels pasted back; False: the raw decode (what the course scored)
-    metric     FD_catnet, FID, masked_l1, masked_psnr, agree_<attribute>, abserr_<attribute>
+    metric     FD_catnet, FID, hole_l1, hole_psnr, image_l1, image_psnr (``labkit.evaluate``),
+               agree_<attribute>, abserr_<attribute>
     value, n   the score and the number of images behind it
     extractor, extractor_hash   which network gave the features (empty for pixel scores)
 
 Baselines in the same table: the masked input (grey hole), the VQGAN round-trip of the
 masked input, one-shot prediction (T = 1; it is the same for every schedule), and the
-VQGAN round-trip of the ground truth: the tokenizer's ceiling, since MaskGIT can only
-produce images its tokenizer decodes.
+VQGAN round-trip of the ground truth, ``tokenizer_ceiling``, since MaskGIT can only
+produce images its tokenizer decodes. The images come from ``labkit.evaluate.inpaint_and_score``,
+as in the pipeline's table.
 
 ``real_vs_real`` is the distance between the ground truth and an independent draw of as
 many real images: how far apart two sets of *different* real cats already are at this n.
@@ -43,17 +45,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .evaluate import inpaint_and_score, pixel_scores
 from .fid import Extractor, FeatureStats, SmallSampleWarning, frechet_distance, to_float_images
-from .metrics import masked_l1, masked_psnr
+from .masks import as_pixel_mask, paste_known
 
 COLUMNS = ("method", "schedule", "T", "t", "composite", "metric", "value", "n",
            "extractor", "extractor_hash")
-BASELINES = ("one_shot", "masked_input", "vqgan_masked", "vqgan_gt")
-HIGHER_IS_BETTER = ("masked_psnr", "agree_")
+BASELINES = ("one_shot", "masked_input", "vqgan_masked", "tokenizer_ceiling")
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric.startswith(HIGHER_IS_BETTER)
+    return metric.endswith("_psnr") or metric.startswith("agree_")
 
 
 @dataclass
@@ -101,7 +103,10 @@ class SweepResult:
         metric = metric or self.settings["metrics"][0]
         total_iters = self.settings["total_iters"]
         width = max(total_iters, default=1)
-        lines = [f"{metric} ({'composite' if composite else 'raw decode'}, n={self.settings['n']})",
+        settings = self.settings
+        lines = [f"{metric} ({'composite' if composite else 'raw decode'}, n={settings['n']}, choice "
+                 f"temperature {settings['choice_temperature']:g}, "
+                 f"{'sampled' if settings['sample'] else 'argmax'} tokens, seed {settings['seed']})",
                  f"{'schedule':>10} {'T':>3} | " + " ".join(f"t={t:<5d}" for t in range(1, width + 1))]
         for schedule in self.settings["schedules"]:
             for total in total_iters:
@@ -133,9 +138,8 @@ class _Scores:
         """images: (B, 3, H, W) in [0, 1], the set ``key``'s images ``index`` of the originals."""
         images = images.float().cpu()
         per_image = self.per_image.setdefault(key, {})
-        target, mask = self.originals[index], self.masks[index]
-        per_image.setdefault("masked_l1", []).append(masked_l1(images, target, mask).numpy())
-        per_image.setdefault("masked_psnr", []).append(masked_psnr(images, target, mask).numpy())
+        for metric, values in pixel_scores(images, self.originals[index], self.masks[index]).items():
+            per_image.setdefault(metric, []).append(values.numpy())
         catnet_features = None
         if self.catnet is not None:
             from .catnet import agreement_from_predictions
@@ -181,6 +185,7 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     extractors: Fréchet-distance extractors (``labkit.fid.Extractor``; see
     ``default_extractors``); catnet: adds attribute agreement per image when given.
     floor_images: an independent draw of real images (same n) for the real-vs-real yardstick.
+    choice_temperature (None: the config's) and sample: as in ``MaskGit.inpaint``.
     Each (schedule, T) uses a generator seeded with ``seed``, consumed chunk after chunk, so
     a run is reproducible for a given ``chunk_size``. T = 1 is the one-shot baseline (the
     same for every schedule), so it is scored once, not per schedule.
@@ -190,13 +195,12 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     start = time.perf_counter()
     extractors = list(extractors or [])
     originals = to_float_images(images).float().cpu()
-    masks = torch.as_tensor(pixel_masks).bool().cpu()
-    masks = masks[:, None] if masks.dim() == 3 else masks
+    masks = as_pixel_mask(pixel_masks).cpu()
     n = originals.shape[0]
     if masks.shape[0] != n:
         raise ValueError(f"{masks.shape[0]} masks for {n} images: give one mask per image")
     total_iters = sorted({int(total) for total in total_iters if int(total) > 1 or not baselines})
-    temperature = maskgit.config.choice_temperature if choice_temperature is None else choice_temperature
+    temperature = maskgit.decode_settings(choice_temperature=choice_temperature).choice_temperature
     scored_sets = len(schedules) * sum(total_iters) * len(composites) + (3 * len(composites) + 1) * baselines
     for extractor in extractors:
         if extractor.name.startswith("inception") and extractor.device.type == "cpu":
@@ -209,42 +213,41 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     scores = _Scores(extractors, originals, masks, catnet, gt_attributes)
     chunks = [slice(i, min(i + chunk_size, n)) for i in range(0, n, chunk_size)]
     runs = [(schedule, total) for schedule in schedules for total in total_iters]
+    decode = dict(choice_temperature=temperature, sample=sample)
     rows = []
-
-    def add_both(key, raw, index):
-        for composite in composites:
-            scores.add(key + (composite,), _paste(raw, originals[index], masks[index]) if composite
-                       else raw, index)
 
     if baselines:
         generator = torch.Generator().manual_seed(seed)
         for index in tqdm(chunks, desc="baselines", disable=not progress):
-            gt, hole = originals[index].to(maskgit.device), masks[index].to(maskgit.device)
-            one_shot = maskgit.inpaint(gt, hole, total_iter=1, choice_temperature=temperature,
-                                       composite=False, generator=generator, sample=sample)
-            add_both(("one_shot",), one_shot.images.cpu(), index)
-            scores.add(("masked_input", True), one_shot.masked_input.cpu(), index)
-            add_both(("vqgan_masked",), _round_trip(maskgit, one_shot.masked_input), index)
-            add_both(("vqgan_gt",), _round_trip(maskgit, gt), index)
+            one_shot = inpaint_and_score(maskgit, originals[index], masks[index], total_iter=1,
+                                         generator=generator, **decode)
+            for composite in composites:
+                scores.add(("one_shot", composite), one_shot.rows["maskgit" if composite else "maskgit_raw"],
+                           index)
+                for method in ("vqgan_masked", "tokenizer_ceiling"):   # pasted back, or not
+                    raw = one_shot.rows[method]
+                    scores.add((method, composite), paste_known(raw, originals[index], masks[index])
+                               if composite else raw, index)
+            scores.add(("masked_input", True), one_shot.rows["masked_input"], index)
         for composite in composites:
             rows += scores.rows(("one_shot", composite), references, method="one_shot", schedule=None,
                                 T=1, t=1, composite=composite)
-            rows += scores.rows(("vqgan_masked", composite), references, method="vqgan_masked",
-                                schedule=None, T=None, t=None, composite=composite)
-            rows += scores.rows(("vqgan_gt", composite), references, method="vqgan_gt",
-                                schedule=None, T=None, t=None, composite=composite)
+            for method in ("vqgan_masked", "tokenizer_ceiling"):
+                rows += scores.rows((method, composite), references, method=method, schedule=None,
+                                    T=None, t=None, composite=composite)
         rows += scores.rows(("masked_input", True), references, method="masked_input", schedule=None,
                             T=None, t=None, composite=True)
 
     for schedule, total in tqdm(runs, desc="sweep", disable=not progress):
         generator = torch.Generator().manual_seed(seed)
         for index in chunks:
-            result = maskgit.inpaint(originals[index].to(maskgit.device), masks[index].to(maskgit.device),
-                                     gamma=schedule, total_iter=total, choice_temperature=temperature,
-                                     composite=False, generator=generator, sample=sample)
-            raw_steps = result.raw_steps.cpu()                       # (T, B, 3, H, W)
-            for t in range(1, total + 1):
-                add_both((schedule, total, t), raw_steps[t - 1], index)
+            result = inpaint_and_score(maskgit, originals[index], masks[index], gamma=schedule,
+                                       total_iter=total, generator=generator, baselines=False,
+                                       **decode).result
+            for composite in composites:
+                steps = result.steps(composite).cpu()                      # (T, B, 3, H, W)
+                for t in range(1, total + 1):
+                    scores.add((schedule, total, t, composite), steps[t - 1], index)
         for t in range(1, total + 1):
             for composite in composites:
                 rows += scores.rows((schedule, total, t, composite), references, method="maskgit",
@@ -264,19 +267,8 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
                              extractor_hash=extractor.checkpoint_hash))
     settings = dict(schedules=list(schedules), total_iters=total_iters, n=n, seed=seed,
                     composites=list(composites), choice_temperature=temperature, sample=sample,
-                    metrics=[ex.metric for ex in extractors] + ["masked_l1"])
+                    metrics=[ex.metric for ex in extractors] + ["hole_l1"])
     return SweepResult(rows, time.perf_counter() - start, settings)
-
-
-def _paste(raw: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Composite: decoded pixels inside the hole, original pixels outside. (B, 3, H, W)."""
-    return torch.where(mask, raw, original)
-
-
-def _round_trip(maskgit, images: torch.Tensor) -> torch.Tensor:
-    """VQGAN encode + decode: (B, 3, H, W) -> (B, 3, H, W) on the CPU."""
-    _, z_indices = maskgit.encode_to_z(images)
-    return maskgit.vqgan.decode_indices(z_indices).cpu()
 
 
 def default_extractors(cfg, run_dir=None, device=None, weights=None, progress: bool = True,

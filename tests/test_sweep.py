@@ -1,4 +1,6 @@
-"""Inpainting sweeps: one decode per (schedule, T) gives the same scores as decoding to each
+"""Scoring inpainting: the one inpaint-and-score routine, the pipeline's table, and sweeps.
+
+Inpainting sweeps: one decode per (schedule, T) gives the same scores as decoding to each
 t separately; baselines, floor and CSV are in the table. A random smoke MaskGit and an
 untrained CatNet are enough: the test is about bookkeeping, not about good images."""
 
@@ -8,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import MaskGit, get_config
+from labkit import MaskGit, get_config, pipeline, toy_cats
 from labkit.catnet import CatNet, catnet_extractor
+from labkit.evaluate import METRICS, ROWS, inpaint_and_score, mean_scores
 from labkit.masks import make_masks
 from labkit.metrics import masked_l1
+from labkit.pipeline import evaluate_inpainting, format_table
 from labkit.sweep import BASELINES, COLUMNS, sweep
 from labkit.toycats import render_cats
 
@@ -57,7 +61,7 @@ def test_every_t_scores_like_stopping_there(setup, result, schedule):
             where = dict(method="maskgit", schedule=schedule, T=3, t=t, composite=composite)
             assert result.value(metric="FD_catnet", **where) == pytest.approx(
                 extractor.distance(decoded, reference), rel=1e-6)
-            assert result.value(metric="masked_l1", **where) == pytest.approx(
+            assert result.value(metric="hole_l1", **where) == pytest.approx(
                 float(masked_l1(decoded, images, masks).mean()), rel=1e-6)
 
 
@@ -84,16 +88,16 @@ def test_baselines_and_floor_are_in_the_table(setup, result):
     # T = 1 is the one-shot baseline, scored once (it is the same for every schedule)
     assert not result.select(method="maskgit", T=1)
     one_shot = maskgit.inpaint(images, masks, total_iter=1).steps(False)[-1]
-    assert result.value(method="one_shot", metric="masked_l1", composite=False) == pytest.approx(
+    assert result.value(method="one_shot", metric="hole_l1", composite=False) == pytest.approx(
         float(masked_l1(one_shot, images, masks).mean()), rel=1e-6)
     grey_error = float(masked_l1(torch.full_like(images, 0.5), images, masks).mean())
-    assert result.value(method="masked_input", metric="masked_l1") == pytest.approx(grey_error, rel=1e-6)
+    assert result.value(method="masked_input", metric="hole_l1") == pytest.approx(grey_error, rel=1e-6)
     floor_fd = catnet_extractor(net).distance(floor, images)
     assert result.value(method="real_vs_real", metric="FD_catnet") == pytest.approx(floor_fd, rel=1e-6)
     fd_rows = result.select(metric="FD_catnet")
     assert all(row["extractor"] == "catnet" and row["extractor_hash"] == "untrained" for row in fd_rows)
     assert all(row["n"] == N for row in result.rows)
-    agreement = result.select(method="vqgan_gt", metric="agree_fur_colour", composite=True)
+    agreement = result.select(method="tokenizer_ceiling", metric="agree_fur_colour", composite=True)
     assert len(agreement) == 1 and 0 <= agreement[0]["value"] <= 1
 
 
@@ -109,4 +113,75 @@ def test_csv_and_best_settings(result, tmp_path):
                                    composite=True)
         assert row["value"] == min(c["value"] for c in candidates)
     text = result.table("FD_catnet")
-    assert "real_vs_real" in text and "vqgan_gt" in text and "untrained" in text
+    assert "real_vs_real" in text and "tokenizer_ceiling" in text and "untrained" in text
+
+
+# ---------------------------------------------------------------- the one inpaint-and-score routine
+def test_inpaint_and_score_rows_and_metric_names(setup):
+    maskgit, _, images, masks, _ = setup
+    scored = inpaint_and_score(maskgit, images, masks, choice_temperature=0.0)
+    assert list(scored.rows) == list(ROWS)
+    result = maskgit.inpaint(images, masks, choice_temperature=0.0)
+    assert torch.equal(scored.rows["maskgit"], result.images)
+    assert torch.equal(scored.rows["maskgit_raw"], result.raw_steps[-1])
+    assert torch.equal(scored.rows["masked_input"], result.masked_input)
+    ceiling = maskgit.vqgan.decode_indices(maskgit.encode_to_z(images)[1])
+    assert torch.equal(scored.rows["tokenizer_ceiling"], ceiling)
+    assert scored.settings == maskgit.decode_settings(choice_temperature=0.0)
+    scores = scored.scores()
+    assert all(set(row) == set(METRICS) for row in scores.values())
+    hole = masks[:, None].expand_as(images)
+    grey = torch.stack([(0.5 - images[i][hole[i]]).abs().mean() for i in range(N)])
+    torch.testing.assert_close(scores["masked_input"]["hole_l1"], grey)
+    # the composite only differs from the truth inside the hole
+    torch.testing.assert_close(scores["maskgit"]["image_l1"] * hole[0].numel(),
+                               scores["maskgit"]["hole_l1"] * hole.flatten(1).sum(1))
+    assert torch.equal(scores["maskgit"]["hole_l1"], scores["maskgit_raw"]["hole_l1"])
+    only = inpaint_and_score(maskgit, images, masks, choice_temperature=0.0, baselines=False)
+    assert list(only.rows) == ["maskgit", "maskgit_raw"]
+
+
+def test_mean_scores_pool_the_images_of_every_batch(setup):
+    maskgit, _, images, masks, _ = setup
+    whole = mean_scores([inpaint_and_score(maskgit, images, masks, choice_temperature=0.0)])
+    parts = mean_scores([inpaint_and_score(maskgit, images[i:i + 5], masks[i:i + 5], choice_temperature=0.0)
+                         for i in range(0, N, 5)])
+    for row in ROWS:
+        for metric in METRICS:
+            assert parts[row][metric] == pytest.approx(whole[row][metric], rel=1e-5)
+
+
+def test_pipeline_evaluation_records_its_settings_and_rows(tmp_path):
+    cfg = CFG.replace(gamma_type="square", sweet_spot=3, choice_temperature=1.5)
+    torch.manual_seed(0)
+    maskgit = MaskGit(cfg).eval()
+    test = toy_cats(cfg, "test", root=tmp_path / "data", progress=False)
+    summary = evaluate_inpainting(cfg, maskgit, test, tmp_path / "runs", batch_size=6, progress=False)
+    assert summary["settings"] == dict(gamma="square", total_iter=4, sweet_spot=3,
+                                       choice_temperature=1.5, sample=False)
+    assert set(summary["rows"]) == set(ROWS) and summary["n_images"] == len(test)
+    assert summary["rows"]["masked_input"]["hole_l1"] > 0
+    assert (tmp_path / "runs" / "smoke" / "inpaint_grid.png").is_file()
+    table = format_table(summary)
+    assert table.startswith("decoding: square schedule, T=4, t*=3, choice temperature 1.5, argmax")
+    assert "(ceiling)" in table
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_fresh_trains_from_scratch(monkeypatch, tmp_path, fresh):
+    seen = {}
+
+    def fake_train(name):
+        def train(*args, resume=True, **kwargs):
+            seen[name] = (resume, args[-1])             # the run folder comes last
+            raise StopIteration                     # enough: the call is what is checked
+        return train
+
+    monkeypatch.setattr(pipeline, "train_vqgan", fake_train("vqgan"))
+    monkeypatch.setattr(pipeline, "train_mvtm", fake_train("mvtm"))
+    with pytest.raises(StopIteration):
+        pipeline.stage_tokenizer(CFG, {"train": None}, tmp_path, fresh=fresh)
+    monkeypatch.setattr(pipeline, "extract_tokens", lambda *args, **kwargs: None)
+    with pytest.raises(StopIteration):
+        pipeline.stage_mvtm(CFG, None, {"train": None, "val": None}, tmp_path, progress=False, fresh=fresh)
+    assert seen == {"vqgan": (not fresh, tmp_path / "smoke"), "mvtm": (not fresh, tmp_path / "smoke")}
