@@ -13,33 +13,26 @@ how to pass it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 
 import torch
 
-from .config import PROFILES
-from .maskgit import SCHEDULES
+from .config import FIELD_RULES, check_sweet_spot
 
 
 class ParameterError(ValueError):
     """A notebook parameter of the wrong type or out of range."""
 
 
-def _integer(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+def _integers(value, least: int) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(item, Integral) and not isinstance(item, bool) and item >= least
+                    for item in value))
 
 
 def _path_or_none(value) -> bool:
     return value is None or isinstance(value, (str, Path))
-
-
-def _schedule(value) -> bool:
-    return isinstance(value, str) and value in SCHEDULES
 
 
 def _device(value) -> bool:
@@ -48,40 +41,45 @@ def _device(value) -> bool:
         isinstance(value, str) and value.split(":")[0] in ("auto", "cpu", "cuda", "mps"))
 
 
-def _integers(value, least: int) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) > 0
-            and all(_integer(item) and item >= least for item in value))
+def _field(field: str, option: str, none: bool = False) -> tuple:
+    """The rule of a parameter that sets the config field ``field``: the config's verdict
+    (``labkit.config.FIELD_RULES``), with None allowed when the notebook reads None as
+    "the profile's value"."""
+    expected, test = FIELD_RULES[field]
+    if none:
+        return f"None or {expected}", option, lambda v: v is None or test(v)
+    return expected, option, test
+
+
+def _fields(field: str, option: str) -> tuple:
+    """A list parameter, each item a value of the config field ``field``."""
+    expected, test = FIELD_RULES[field]
+    return (f"a non-empty list, each item {expected}", option,
+            lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(test, v)))
 
 
 # name: (what is expected, the papermill option that passes a right value, test)
 RULES = {
-    "profile": (f"None or one of {', '.join(PROFILES)}", "-p profile cpu",
-                lambda v: v is None or v in PROFILES),
-    "seed": ("an integer", "-p seed 0", _integer),
+    "profile": _field("profile", "-p profile cpu", none=True),
+    "seed": _field("seed", "-p seed 0"),
     "device": ("None or a device name (cpu, cuda, cuda:1, mps, auto)", "-p device cuda", _device),
     "data_root": ("None or a folder path (a string)", "-p data_root /data/cats", _path_or_none),
     "runs_root": ("None or a folder path (a string)", "-p runs_root /scratch/runs", _path_or_none),
     "inception_weights": ("None or a file path (a string)", "-p inception_weights pt_inception.pth",
                           _path_or_none),
-    "loss": ("'masked' or 'full'", "-p loss masked", lambda v: v in ("masked", "full")),
-    "label_smoothing": ("a number in [0, 1)", "-p label_smoothing 0.1",
-                        lambda v: _number(v) and 0 <= v < 1),
-    "gamma": (f"a schedule name: {', '.join(SCHEDULES)}", "-p gamma cosine", _schedule),
-    "total_iter": ("an integer >= 1", "-p total_iter 8", lambda v: _integer(v) and v >= 1),
-    "sweet_spot": ("None or an integer in 1..total_iter", "-p sweet_spot 6",
-                   lambda v: v is None or (_integer(v) and v >= 1)),
-    "choice_temperature": ("a number >= 0", "-p choice_temperature 4.5",
-                           lambda v: _number(v) and v >= 0),
+    "loss": _field("loss", "-p loss masked"),
+    "label_smoothing": _field("label_smoothing", "-p label_smoothing 0.1"),
+    "gamma": _field("gamma_type", "-p gamma cosine"),
+    "total_iter": _field("total_iter", "-p total_iter 8"),
+    "sweet_spot": _field("sweet_spot", "-p sweet_spot 6"),
+    "choice_temperature": _field("choice_temperature", "-p choice_temperature 4.5"),
     "n_images": ("None or an integer >= 1", "-p n_images 256",
-                 lambda v: v is None or (_integer(v) and v >= 1)),
+                 lambda v: v is None or _integers([v], 1)),
     # lists need papermill's YAML option: -p would pass "[0, 1, 2]" as a string
     "image_indices": ("a list of integers >= 0", "-y 'image_indices: [0, 1, 2]'",
                       lambda v: _integers(v, 0)),
-    "schedules": (f"a list of schedule names from {', '.join(SCHEDULES)}",
-                  "-y 'schedules: [linear, cosine]'",
-                  lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_schedule, v))),
-    "total_iters": ("a list of integers >= 1", "-y 'total_iters: [2, 4, 8]'",
-                    lambda v: _integers(v, 1)),
+    "schedules": _fields("gamma_type", "-y 'schedules: [linear, cosine]'"),
+    "total_iters": _fields("total_iter", "-y 'total_iters: [2, 4, 8]'"),
 }
 
 
@@ -89,8 +87,9 @@ def check_parameters(namespace: Mapping[str, object] = (), **values) -> dict:
     """Check every parameter of ``RULES`` found in ``namespace`` (e.g. ``globals()``) or
     passed by name; returns the checked {name: value}. Names without a rule are ignored.
 
-    Raises ParameterError naming each wrong parameter, its value and type, what it should
-    be, and the command line that passes it right.
+    The verdicts on config values are the config's own; this adds how to pass the value
+    right. Raises ParameterError naming each wrong parameter, its value and type, what it
+    should be, and the command line that passes it right.
     """
     found = {name: value for name, value in {**dict(namespace), **values}.items() if name in RULES}
     problems = []
@@ -99,10 +98,11 @@ def check_parameters(namespace: Mapping[str, object] = (), **values) -> dict:
         if not test(value):
             problems.append(f"{name} = {value!r} ({type(value).__name__}): expected {expected}, "
                             f"e.g. papermill ... {option}")
-    total_iter, sweet_spot = found.get("total_iter"), found.get("sweet_spot")
-    if not problems and _integer(total_iter) and _integer(sweet_spot) and sweet_spot > total_iter:
-        problems.append(f"sweet_spot = {sweet_spot} is after the last iteration total_iter = "
-                        f"{total_iter}: choose sweet_spot in 1..{total_iter}, or None for all")
+    if not problems and found.get("total_iter") is not None:
+        try:
+            check_sweet_spot(found.get("sweet_spot"), found["total_iter"])
+        except ValueError as error:
+            problems.append(f"{error}, e.g. papermill ... {RULES['sweet_spot'][1]}")
     if problems:
         raise ParameterError("wrong notebook parameter" + ("s" if len(problems) > 1 else "") + ":\n  "
                              + "\n  ".join(problems)

@@ -4,6 +4,7 @@ import nbformat
 import papermill
 import pytest
 
+from labkit import get_config
 from labkit.notebook_runner import NOTEBOOKS_DIR, SERIES, run_series
 from labkit.params import RULES, ParameterError, check_parameters
 
@@ -37,6 +38,9 @@ def test_every_notebook_parameter_has_a_rule_and_its_default_passes(name):
     ("profile", "big", "-p profile cpu"),
     ("loss", "Masked", "-p loss masked"),
     ("runs_root", 3, "-p runs_root /scratch/runs"),
+    ("choice_temperature", float("nan"), "-p choice_temperature 4.5"),
+    ("choice_temperature", -1, "-p choice_temperature 4.5"),
+    ("schedules", ["cosine", "exp"], "-y 'schedules: [linear, cosine]'"),
 ])
 def test_a_wrong_value_names_the_parameter_its_type_and_the_fix(name, value, fix):
     with pytest.raises(ParameterError) as error:
@@ -55,8 +59,23 @@ def test_every_wrong_parameter_is_listed_in_one_error():
 
 def test_sweet_spot_after_the_last_iteration_is_refused():
     assert check_parameters(total_iter=8, sweet_spot=8)["sweet_spot"] == 8
-    with pytest.raises(ParameterError, match=r"sweet_spot = 9 .* choose sweet_spot in 1\.\.8"):
+    with pytest.raises(ParameterError, match=r"sweet_spot=9 is after .* choose sweet_spot in 1\.\.8.*"
+                                             r"-p sweet_spot 6"):
         check_parameters(total_iter=8, sweet_spot=9)
+
+
+@pytest.mark.parametrize("name, field, value", [
+    ("total_iter", "total_iter", 0), ("gamma", "gamma_type", "cosin"), ("loss", "loss", "all"),
+    ("label_smoothing", "label_smoothing", 1.0), ("choice_temperature", "choice_temperature", float("inf")),
+    ("sweet_spot", "sweet_spot", 0), ("seed", "seed", "0"),
+])
+def test_the_verdict_and_its_words_are_the_configs(name, field, value):
+    with pytest.raises(ValueError) as from_config:
+        get_config("smoke", **{field: value})
+    with pytest.raises(ParameterError) as from_params:
+        check_parameters(**{name: value})
+    expected = str(from_config.value).split(": expected ")[1]
+    assert f"expected {expected}, e.g. papermill" in str(from_params.value)
 
 
 def test_other_names_in_the_namespace_are_ignored():
