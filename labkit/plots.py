@@ -160,7 +160,7 @@ def plot_schedules(counts: dict, highlight: str | None = None) -> Figure:
     Left: gamma(r) on [0, 1]; middle: share of the hole still masked after t; right: tokens
     revealed at each iteration. ``highlight`` draws one schedule thicker.
     """
-    from .maskgit import gamma_func
+    from .schedules import gamma_func
 
     names = list(counts)
     total_iter = len(counts[names[0]]) - 1
@@ -236,7 +236,7 @@ def plot_decoding_step(result, t: int, index: int = 0, gamma: str | None = None,
     latent mask, the prediction, the ground truth, and the number of masked tokens per
     iteration with t marked. With ``gamma`` and ``total_iter`` the schedule's target
     floor(gamma(t / T) n0) is drawn as well."""
-    from .maskgit import gamma_func
+    from .schedules import gamma_func
 
     states = decoding_states(result.trace, index)
     counts = result.trace.masked_counts()[:, index].cpu().numpy()
