@@ -38,7 +38,7 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.attn_drop = attn_drop
-        self.fused = fused
+        self.fused = fused          # read by the transformer block: forward_fused when True
         self.q_linear = nn.Linear(dim, dim)
         self.k_linear = nn.Linear(dim, dim)
         self.v_linear = nn.Linear(dim, dim)

@@ -1,4 +1,7 @@
-"""MaskGIT: mask schedules, masked visual token modelling (MVTM) and iterative decoding.
+"""MaskGIT: masked visual token modelling (MVTM) and iterative decoding.
+
+The mask schedules gamma live in ``labkit.schedules`` (``SCHEDULES`` and ``gamma_func`` are
+re-exported here); the decoding settings default to the config's (``decode_settings``).
 
 Data flow (shapes for the course sizes)::
 
@@ -36,9 +39,9 @@ def mvtm_loss(logits: torch.Tensor, z_indices: torch.Tensor, mask: torch.Tensor,
     ``variant="masked"`` averages over masked positions only (the MaskGIT paper);
     ``variant="full"`` over all positions, where visible tokens are trivially copied.
     """
+    check_field("loss", variant, "variant")
     losses = F.cross_entropy(logits.flatten(0, 1).float(), z_indices.flatten(),
                              reduction="none", label_smoothing=label_smoothing).view_as(z_indices)
-    check_field("loss", variant, "variant")
     if variant == "masked":
         return (losses * mask).sum() / mask.sum().clamp(min=1)
     return losses.mean()
@@ -75,10 +78,10 @@ class DecodeSettings:
 
 @dataclass
 class DecodeTrace:
-    """What iterative decoding did, per iteration t = 1..T.
+    """What iterative decoding did, per iteration t = 1..t* (t* = T unless stopped early).
 
-    predictions: (T, B, N) the full token prediction after iteration t (known tokens included)
-    still_masked: (T, B, N) bool, the tokens still masked after iteration t
+    predictions: (t*, B, N) the full token prediction after iteration t (known tokens included)
+    still_masked: (t*, B, N) bool, the tokens still masked after iteration t
     initial_mask: (B, N) bool, the tokens masked before decoding (the hole)
     settings: the decoding settings that produced it
     """
@@ -362,3 +365,7 @@ def check_images_and_masks(images, pixel_masks, image_size: int):
         raise ValueError(f"masks are {tuple(pixel_masks.shape[-2:])} but images are "
                          f"{tuple(images.shape[-2:])}: they must have the same size")
     return images, pixel_masks
+
+
+__all__ = ["SCHEDULES", "gamma_func", "mvtm_loss", "gumbel_noise", "DecodeSettings", "DecodeTrace",
+           "InpaintResult", "MaskGit", "check_images_and_masks"]
