@@ -234,9 +234,12 @@ def plot_decoding_step(result, t: int, index: int = 0, gamma: str | None = None,
                        total_iter: int | None = None, composite: bool = False) -> Figure:
     """One iteration t (0 = before decoding) of image ``index`` of an ``InpaintResult``: the
     latent mask, the prediction, the ground truth, and the number of masked tokens per
-    iteration with t marked. With ``gamma`` and ``total_iter`` the schedule's target
-    floor(gamma(t / T) n0) is drawn as well."""
+    iteration with t marked, beside the schedule's target floor(gamma(t / T) n0) (``gamma``
+    and ``total_iter``: default, the settings the result was decoded with)."""
     from .schedules import gamma_func
+
+    gamma = result.settings.gamma if gamma is None else gamma
+    total_iter = result.settings.total_iter if total_iter is None else total_iter
 
     states = decoding_states(result.trace, index)
     counts = result.trace.masked_counts()[:, index].cpu().numpy()
@@ -257,10 +260,9 @@ def plot_decoding_step(result, t: int, index: int = 0, gamma: str | None = None,
         ax.set_xticks([])
         ax.set_yticks([])
     steps = np.arange(n_steps + 1)
-    if gamma is not None and total_iter is not None:
-        r = np.linspace(0, n_steps / total_iter, 101)
-        ax_count.plot(r * total_iter, np.floor(gamma_func(gamma)(r) * counts[0]), color="0.6",
-                      lw=1, label=f"floor(gamma(t/T) n0), {gamma}")
+    r = np.linspace(0, n_steps / total_iter, 101)
+    ax_count.plot(r * total_iter, np.floor(gamma_func(gamma)(r) * counts[0]), color="0.6",
+                  lw=1, label=f"floor(gamma(t/T) n0), {gamma}")
     ax_count.plot(steps, counts, "o-", color=TOKEN_STATE_COLOURS[1], ms=4, label="still masked")
     ax_count.plot([t], [counts[t]], "o", color=TOKEN_STATE_COLOURS[2], ms=10, zorder=3)
     ax_count.set(xlabel="iteration t", ylabel="masked tokens", xticks=steps, ylim=(-1, counts[0] + 2))

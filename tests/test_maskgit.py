@@ -365,3 +365,15 @@ def test_float64_images_numpy_or_torch_give_the_float32_result(model):
 def test_bad_images_and_masks(model, images, masks, match):
     with pytest.raises((ValueError, TypeError), match=match):
         model.inpaint(images, masks)
+
+
+def test_the_decoding_figure_draws_the_schedule_the_result_was_decoded_with(model):
+    from labkit.plots import plot_decoding_step
+
+    size = CFG.image_size
+    masks = torch.zeros(2, size, size, dtype=torch.bool)
+    masks[:, 4:20, 4:20] = True
+    result = model.inpaint(torch.rand(2, 3, size, size), masks, gamma="square", total_iter=6, sweet_spot=4)
+    fig = plot_decoding_step(result, 2, index=1)
+    labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+    assert "floor(gamma(t/T) n0), square" in labels
