@@ -11,6 +11,7 @@ Every number lands in one tidy table (a list of dicts, written as CSV), one row 
     schedule   cosine, linear, ... (maskgit rows)
     T, t       total iterations and the iteration the image was taken after
     composite  True: known pixels pasted back; False: the raw decode (what the course scored)
+    choice_temperature, sample   how the decoded rows (maskgit, one_shot) chose their tokens
     metric     FD_catnet, FID, hole_l1, hole_psnr, image_l1, image_psnr (``labkit.evaluate``),
                agree_<attribute>, abserr_<attribute>
     value, n   the score and the number of images behind it
@@ -49,8 +50,8 @@ from .evaluate import inpaint_and_score, pixel_scores
 from .fid import Extractor, FeatureStats, SmallSampleWarning, frechet_distance, to_float_images
 from .masks import as_pixel_mask, paste_known
 
-COLUMNS = ("method", "schedule", "T", "t", "composite", "metric", "value", "n",
-           "extractor", "extractor_hash")
+COLUMNS = ("method", "schedule", "T", "t", "composite", "choice_temperature", "sample", "metric",
+           "value", "n", "extractor", "extractor_hash")
 BASELINES = ("one_shot", "masked_input", "vqgan_masked", "tokenizer_ceiling")
 
 
@@ -94,7 +95,7 @@ class SweepResult:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
             for row in self.rows:
-                writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+                writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
         return path
 
     def table(self, metric: str | None = None, composite: bool = True) -> str:
@@ -231,7 +232,7 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
             scores.add(("masked_input", True), one_shot.rows["masked_input"], index)
         for composite in composites:
             rows += scores.rows(("one_shot", composite), references, method="one_shot", schedule=None,
-                                T=1, t=1, composite=composite)
+                                T=1, t=1, composite=composite, **decode)
             for method in ("vqgan_masked", "tokenizer_ceiling"):
                 rows += scores.rows((method, composite), references, method=method, schedule=None,
                                     T=None, t=None, composite=composite)
@@ -251,7 +252,7 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
         for t in range(1, total + 1):
             for composite in composites:
                 rows += scores.rows((schedule, total, t, composite), references, method="maskgit",
-                                    schedule=schedule, T=total, t=t, composite=composite)
+                                    schedule=schedule, T=total, t=t, composite=composite, **decode)
 
     if floor_images is not None:
         floor = to_float_images(floor_images).float()

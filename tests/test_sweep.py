@@ -185,3 +185,12 @@ def test_fresh_trains_from_scratch(monkeypatch, tmp_path, fresh):
     with pytest.raises(StopIteration):
         pipeline.stage_mvtm(CFG, None, {"train": None, "val": None}, tmp_path, progress=False, fresh=fresh)
     assert seen == {"vqgan": (not fresh, tmp_path / "smoke"), "mvtm": (not fresh, tmp_path / "smoke")}
+
+
+def test_decoded_rows_record_how_they_were_decoded(setup, result):
+    maskgit = setup[0]
+    for row in result.select(method="maskgit") + result.select(method="one_shot"):
+        assert (row["choice_temperature"], row["sample"]) == (maskgit.config.choice_temperature, False)
+    assert all(row.get("choice_temperature") is None for row in result.select(method="masked_input"))
+    assert result.settings["choice_temperature"] == maskgit.config.choice_temperature
+    assert "choice temperature 4.5, argmax tokens, seed 7" in result.table("hole_l1")
