@@ -150,7 +150,8 @@ def _run_all(browser, lab, name: str):
     base, token, _ = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    # a workspace of its own, reset: only this notebook opens (not the tabs of the last page)
+    page.goto(f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?token={token}&reset")
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
     notebook.wait_for()
     status = page.locator("#jp-main-statusbar")
@@ -186,13 +187,20 @@ def _screenshot(page, name: str, what: str) -> Path:
     return path
 
 
+def _screenshot_top(page, name: str) -> Path:
+    """The notebook's first outputs (the setup line and the smoke warning)."""
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").nth(1).scroll_into_view_if_needed()
+    return _screenshot(page, name, "top")
+
+
 def _check_clean_output(page, name: str) -> str:
     """Assert what a student must not see; returns the notebook's output text."""
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
     errors = notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                               has_text=re.compile("Traceback|Error"))
     assert errors.count() == 0, f"{name}: error output:\n" + "\n".join(errors.all_inner_texts())
-    text = "\n".join(notebook.locator(".jp-OutputArea").all_inner_texts())
+    # (tqdm's widget bars write figure spaces, U+2007, for spaces)
+    text = "\n".join(notebook.locator(".jp-OutputArea").all_inner_texts()).replace("\u2007", " ")
     assert "Error displaying widget" not in text, f"{name}: a widget failed to display"
     # Every progress bar finished: labkit.progress bars end as a line of text; a widget bar
     # still on the page (a module that draws its own) must at least stand at 100 %.
@@ -208,8 +216,9 @@ def test_data_notebook_runs_clean_in_jupyterlab(browser, lab):
     print(f"00_data_and_tokenizer: Run All in {seconds:.0f} s")
     text = _check_clean_output(page, "00_data_and_tokenizer.ipynb")
     _screenshot(page, "00_data_and_tokenizer.ipynb", "after-run-all")
+    _screenshot_top(page, "00_data_and_tokenizer.ipynb")
     # on a fresh data folder the toy cats are rendered, and their bars end on a finished line
-    assert re.search(r"rendering toy cats.{0,40}?\b(\d+)/\1\b", text, re.S), text[:2000]
+    assert re.search(r"rendering toy cats.{0,40}?\b(\d+)/\1\b", text, re.S), text[:3000]
     assert "reconstruction L1" in text
     page.close()
 
@@ -220,6 +229,7 @@ def test_inpaint_notebook_runs_clean_and_its_explorer_slider_changes_the_image(b
     text = _check_clean_output(page, "04_inpaint.ipynb")
     assert "every image follows m_t = min(floor(gamma(t/T) n0), m_(t-1) - 1): True" in text
     _screenshot(page, "04_inpaint.ipynb", "after-run-all")
+    _screenshot_top(page, "04_inpaint.ipynb")
 
     explorer = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .widget-vbox").filter(
         has=page.locator("[role=slider]")).first
