@@ -30,8 +30,7 @@ from .config import LabConfig, get_config
 from .params import check_parameters
 from .utils import data_root, get_device, project_root, run_dir, runs_root, seed_everything
 
-SMOKE_WARNING = ("test profile: outputs are not meaningful (seconds of training, to check that "
-                 "the code runs); use profile cpu or gpu for results")
+SMOKE_WARNING = "test profile: outputs are not meaningful (seconds of training); use cpu or gpu for results"
 
 
 class NotebookSetup(NamedTuple):
