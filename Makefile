@@ -1,12 +1,15 @@
 # Two entry points (see README):
 #   make all    set up .venv and run the main job on the built-in data (cpu profile)
-#   make test   set up .venv and run the test suite (smoke profile, notebooks under nbval)
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-PROFILE ?= cpu
+#   make test   set up .venv and run the test suite (smoke profile, notebooks under nbval,
+#               and notebooks 00 and 04 in JupyterLab under a headless Chromium)
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+PROFILE  ?= cpu
+# The browser test drives Debian's chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all setup test main refresh-notebooks clean-runs
+.PHONY: all setup browser test main refresh-notebooks clean-runs
 
 all: setup main
 
@@ -15,10 +18,24 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Debian's chromium for tests/test_browser.py, installed when missing (root only: CI runs as root).
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "no browser at $(CHROMIUM): the browser test needs Debian's chromium; run" \
+	       "'sudo apt-get install -y chromium', or pass CHROMIUM=/path/to/chromium to make" >&2; \
+	  exit 1; \
+	fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	@test -x $(CHROMIUM) || { echo "apt-get installed chromium, but not at $(CHROMIUM):" \
+	  "pass CHROMIUM=/path/to/chromium to make" >&2; exit 1; }
 
 # The pipeline trains both stages (or resumes them) and scores the test split; the notebook
 # series then loads those checkpoints and writes executed copies under runs/$(PROFILE)/notebooks/.
@@ -30,8 +47,8 @@ main: setup
 refresh-notebooks: setup
 	$(BIN)/python -m labkit.notebook_runner --profile $(PROFILE) --refresh
 
-test: setup
-	LABKIT_PROFILE=smoke $(BIN)/python -m pytest -q
+test: setup browser
+	LABKIT_PROFILE=smoke LABKIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 clean-runs:
 	rm -rf runs/

@@ -1,12 +1,15 @@
-"""The notebooks as papermill runs them: a parameter injected from outside takes effect.
+"""The notebooks as papermill runs them and as students read them.
 
-(``pytest --nbval`` checks every notebook's committed outputs; this test checks what nbval
-cannot: running a notebook with non-default parameters, as the README shows.)
+``pytest --nbval`` checks every notebook's committed outputs; these tests check what nbval
+cannot: a parameter injected from outside takes effect, the notebooks' one-line setup, progress
+bars that end as one line of text in a saved notebook, and what the committed notebooks show.
 """
 
 import base64
+import io
 import json
 import math
+import re
 from pathlib import Path
 
 import nbformat
@@ -14,10 +17,13 @@ import papermill
 import pytest
 import torch
 
-from labkit import MaskGit, get_config
+from labkit import MaskGit, get_config, progress
 from labkit.explorer import DecodingExplorer
+from labkit.notebook import SMOKE_WARNING, setup
 from labkit.notebook_runner import run_series
+from labkit.params import ParameterError
 from labkit.plots import TOKEN_STATES, decoding_states
+from labkit.utils import data_root
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -169,3 +175,124 @@ def test_explorer_shows_the_chosen_iteration_and_carries_a_static_fallback():
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert base64.b64decode(bundle["image/png"]) == explorer.frame(1, 1)   # what the widget shows
     assert "image 1 at t = 1" in bundle["text/plain"]
+
+
+# ----------------------------------------------------------------------------- the one-line setup
+
+def test_setup_builds_the_config_from_the_notebooks_seed_and_says_when_outputs_mean_nothing(tmp_path):
+    printed = []
+    cfg, device, runs, out, cache = setup(
+        {"profile": "smoke", "seed": 7, "device": "cpu", "runs_root": str(tmp_path), "gamma": "cosine"},
+        log=printed.append)
+    assert (cfg.profile, cfg.seed) == ("smoke", 7)          # the seed reaches the training config
+    assert device == torch.device("cpu")
+    assert runs == tmp_path and out == tmp_path / "smoke"
+    assert cache == data_root()
+    assert printed[0].startswith("profile smoke on cpu, seed 7; run folder ")
+    assert printed[1] == SMOKE_WARNING and "test profile: outputs are not meaningful" in SMOKE_WARNING
+    # the same draw as seed_everything(7): the notebook's figures follow the parameter too
+    assert torch.equal(torch.rand(3), (torch.manual_seed(7), torch.rand(3))[1])
+
+    printed.clear()
+    cfg, *_ = setup({"profile": "cpu", "seed": 0, "runs_root": str(tmp_path)}, log=printed.append)
+    assert cfg.profile == "cpu" and len(printed) == 1      # no warning outside the smoke profile
+
+
+def test_setup_stops_at_a_wrong_parameter_with_the_papermill_hint():
+    with pytest.raises(ParameterError, match=r"seed = '1' \(str\).*-p seed 0"):
+        setup({"profile": "smoke", "seed": "1"}, log=lambda line: None)
+
+
+# ----------------------------------------------------------------------------- progress bars
+
+def test_text_bars_write_whole_lines_and_end_on_the_final_count(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROGRESS", "text")
+    stream = io.StringIO()
+    bar = progress.tqdm(total=40, desc="stage 2 (mvtm)", file=stream, mininterval=3600)
+    for step in range(40):
+        bar.update(1)
+        bar.set_postfix(loss=f"{4 - step / 10:.3f}")
+    bar.close()
+    for _ in progress.tqdm(range(3), desc="encoding", file=stream):
+        pass
+    assert "\r" not in stream.getvalue()
+    # one line per bar: nothing while it runs (the interval is an hour), the final count at the end
+    assert re.fullmatch(r"stage 2 \(mvtm\): 40/40 \[00:00, loss=0\.100\]\nencoding: 3/3 \[00:00\]\n",
+                        stream.getvalue()), stream.getvalue()
+
+
+def test_text_bars_report_at_most_once_per_interval_while_they_run(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROGRESS", "text")
+    stream = io.StringIO()
+    bar = progress.tqdm(total=4, desc="work", file=stream, mininterval=0)
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[:3] == ["work: 1/4 [00:00<00:00]", "work: 2/4 [00:00<00:00]", "work: 3/4 [00:00<00:00]"]
+    assert lines[-1] == "work: 4/4 [00:00]"
+
+
+def test_progress_mode_names_the_choices(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROGRESS", "widgets please")
+    with pytest.raises(ValueError, match=r"auto.*text"):
+        progress.tqdm(total=1)
+
+
+BARS_CELL = """\
+from labkit.progress import tqdm
+for _ in tqdm(range(5), desc="encoding"):
+    pass
+with tqdm(total=3, desc="stage 2 (mvtm)") as bar:
+    bar.update(3)
+    bar.set_postfix(loss="1.250")
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "text"])
+def test_a_saved_notebook_shows_each_bar_as_its_final_line_and_no_widget(tmp_path, monkeypatch, mode):
+    # auto: a kernel with ipywidgets draws widgets, and each is replaced by its final line
+    # when it closes; text: plain lines from the start. Either way the saved notebook is text.
+    monkeypatch.setenv("LABKIT_PROGRESS", mode)
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BARS_CELL)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "bars.ipynb")
+    papermill.execute_notebook(str(tmp_path / "bars.ipynb"), str(tmp_path / "out.ipynb"),
+                               kernel_name="python3", progress_bar=False)
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    shown = "".join(output.get("text", "") or output.get("data", {}).get("text/plain", "")
+                    + ("\n" if output.output_type == "display_data" else "") for output in outputs)
+    assert shown == "encoding: 5/5 [00:00]\nstage 2 (mvtm): 3/3 [00:00, loss=1.250]\n"
+    # auto really drew widgets (display outputs, updated in place); text wrote lines
+    assert {output.output_type for output in outputs} == {"display_data" if mode == "auto" else "stream"}
+    assert not any("application/vnd.jupyter.widget-view+json" in output.get("data", {}) for output in outputs)
+
+
+# ----------------------------------------------------------------------------- the committed notebooks
+
+SERIES_PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+TRAINS = re.compile(r"\b(stage_tokenizer|stage_mvtm|train_mvtm|default_extractors|sweep)\(")
+
+
+@pytest.mark.parametrize("path", SERIES_PATHS, ids=lambda path: path.stem)
+def test_committed_notebook_reads_clean(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    # nbval markers are cell tags, which students do not see in the code
+    assert not any("NBVAL" in cell.source for cell in code)
+    # the one-line setup, in the first cell after the parameters
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert re.search(r"^\w+, device, runs, \w+, cache = setup\(globals\(\)\)", code[1].source, re.M)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and TRAINS.search(cell.source):
+            above = notebook.cells[index - 1]
+            assert above.cell_type == "markdown" and "**Time:**" in above.source, cell.source[:200]
+            assert "nbval-ignore-output" in cell.metadata.get("tags", [])     # bars, times: profile-dependent
+        # finished progress: no widget bar frozen at its first frame, no carriage returns
+        for output in getattr(cell, "outputs", []):
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"\b0%\|", text) and "\r" not in text, text[:200]
+            if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+                assert "DecodingExplorer" in text          # the only widget, with a still beside it
+                assert "image/png" in output.data
