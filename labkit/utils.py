@@ -14,16 +14,48 @@ import torch
 from torch import nn
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given (or ``$LABKIT_DEVICE``), else cuda, then mps, then cpu."""
+    """``device`` if given (or ``$LABKIT_DEVICE``), else cuda, then mps, then cpu.
+
+    A device that this machine does not have is refused here, with the choices, instead of
+    failing later inside torch: ``get_device("cuda")`` without a GPU raises ValueError.
+    """
     device = device or os.environ.get("LABKIT_DEVICE") or None
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r}: choose one of "
+                         f"{', '.join(DEVICE_CHOICES)}") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has no CUDA GPU "
+                             "that torch can use: pass --device cpu (or auto), or install a CUDA "
+                             "build of torch on a machine with an NVIDIA GPU")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s) (cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+    elif chosen.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device {str(device)!r} asked for, but MPS (Apple-silicon GPU) is "
+                             "not available here: pass --device cpu (or auto)")
+    elif chosen.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported by labkit: choose one of "
+                         f"{', '.join(DEVICE_CHOICES)}")
+    return chosen
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def seed_everything(seed: int) -> torch.Generator:
