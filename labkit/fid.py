@@ -48,7 +48,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .utils import atomic_path, get_device, runs_root
+from .utils import atomic_path, get_device, run_command, runs_root
 
 FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -408,7 +408,7 @@ def score_folder(pred, gt, extractor: Extractor, stats_cache=None) -> dict:
             "extractor_hash": extractor.checkpoint_hash}
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m labkit.fid",
         description="FID of predicted images against ground truth, as the course scores it "
@@ -418,22 +418,24 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", help=f"Inception weights file (default: ${WEIGHTS_ENV}, "
                                            f"then {default_weights_path()})")
     parser.add_argument("--stats-cache", help="an .npz for the ground truth's statistics "
-                                              "(default: runs/fid-stats/<content hash>.npz)")
+                                              f"(default: {runs_root() / 'fid-stats'}/<hash>.npz)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest available)")
     parser.add_argument("--allow-download", action="store_true",
                         help="download the Inception weights when they are missing")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        extractor = inception_extractor(args.weights, args.device, args.allow_download)
-    except InceptionWeightsMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    extractor = inception_extractor(args.weights, args.device, args.allow_download)
     result = score_folder(args.pred, args.gt, extractor, args.stats_cache)
     print(f"{result['metric']}: {result['value']:.4f}  ({result['n_pred']} predicted vs "
           f"{result['n_gt']} ground-truth images; {result['extractor']} weights "
           f"{result['extractor_hash']}; {time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m labkit.fid ...``: errors as one message (``labkit.utils.run_command``)."""
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

@@ -180,18 +180,14 @@ def _is_user_error(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def _short_warnings():
     """Print warnings as one "warning: ..." line each, not Python's file:line form."""
-    import sys
     import warnings
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"warning: {message}", file=sys.stderr)
-
-    previous = warnings.showwarning
-    warnings.showwarning = show
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         yield
     finally:
-        warnings.showwarning = previous
+        warnings.formatwarning = previous
 
 
 def run_command(main, argv=None) -> int:
