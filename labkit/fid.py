@@ -383,29 +383,40 @@ def default_stats_cache(extractor: Extractor, images: np.ndarray) -> Path:
             / f"{extractor.metric}-{extractor.checkpoint_hash}-{content_hash(images)[:16]}.npz")
 
 
-def score_folder(pred, gt, extractor: Extractor, stats_cache=None) -> dict:
-    """Fréchet distance of predicted images (folder) to ground truth (folder or course CSV)."""
+def read_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted images (folder) and ground truth (folder or course CSV), uint8 (n, H, W, 3),
+    with their counts checked: before the weights load or any feature is extracted."""
     pred_images = read_images(pred)
     gt_images = read_images(gt, csv_size=pred_images.shape[1])
-    # Counts first: feature extraction takes minutes, a covariance needs 2 images per side.
     for what, path, images in (("predicted", pred, pred_images), ("ground-truth", gt, gt_images)):
         if len(images) < 2:
             raise ValueError(f"{path} holds {len(images)} {what} image(s); a Fréchet distance "
                              "needs at least 2 per side (and is only comparable to the course's "
                              "numbers at the same count)")
-    n = min(len(pred_images), len(gt_images))
-    if n < FID_DIMS:
-        warnings.warn(f"{extractor.metric} on fewer than {FID_DIMS:,} images ({len(pred_images)} "
+    if min(len(pred_images), len(gt_images)) < FID_DIMS:
+        warnings.warn(f"a Fréchet distance on fewer than {FID_DIMS:,} images ({len(pred_images)} "
                       f"predicted, {len(gt_images)} ground truth) is biased upward: compare it "
                       "only with scores at the same counts.", SmallSampleWarning, stacklevel=2)
+    return pred_images, gt_images
+
+
+def score_images(pred_images: np.ndarray, gt_images: np.ndarray, extractor: Extractor,
+                 stats_cache=None) -> dict:
+    """Fréchet distance of two image sets from ``read_pair``; the ground truth's statistics
+    are cached (``stats_cache``, default under ``<runs root>/fid-stats/``)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SmallSampleWarning)      # said once, above
+        warnings.simplefilter("ignore", SmallSampleWarning)      # read_pair said it once
         reference = reference_statistics(extractor, gt_images,
                                          stats_cache or default_stats_cache(extractor, gt_images))
         value = frechet_distance(extractor.statistics(pred_images), reference)
     return {"metric": extractor.metric, "value": value, "n_pred": len(pred_images),
             "n_gt": len(gt_images), "extractor": extractor.name,
             "extractor_hash": extractor.checkpoint_hash}
+
+
+def score_folder(pred, gt, extractor: Extractor, stats_cache=None) -> dict:
+    """Fréchet distance of predicted images (folder) to ground truth (folder or course CSV)."""
+    return score_images(*read_pair(pred, gt), extractor, stats_cache)
 
 
 def _main(argv) -> int:
@@ -425,8 +436,9 @@ def _main(argv) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    images = read_pair(args.pred, args.gt)
     extractor = inception_extractor(args.weights, args.device, args.allow_download)
-    result = score_folder(args.pred, args.gt, extractor, args.stats_cache)
+    result = score_images(*images, extractor, args.stats_cache)
     print(f"{result['metric']}: {result['value']:.4f}  ({result['n_pred']} predicted vs "
           f"{result['n_gt']} ground-truth images; {result['extractor']} weights "
           f"{result['extractor_hash']}; {time.perf_counter() - start:.0f} s)")

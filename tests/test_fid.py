@@ -119,8 +119,14 @@ def test_missing_weights_fail_fast_with_a_clear_message(offline):
 
 
 def test_command_line_without_weights_exits_with_the_message(offline, tmp_path, capsys):
-    assert fid.main([str(tmp_path), str(tmp_path / "gt.csv"), "--device", "cpu"]) == 2
-    assert fid.FID_WEIGHTS_FILENAME in capsys.readouterr().err
+    rng = np.random.default_rng(8)
+    (tmp_path / "pred").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "pred" / f"{i}.png")
+    with pytest.warns(fid.SmallSampleWarning):
+        assert fid.main([str(tmp_path / "pred"), str(tmp_path / "pred"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fid.FID_WEIGHTS_FILENAME in err
 
 
 def test_a_weights_path_that_does_not_exist_is_named(offline, monkeypatch):
@@ -251,7 +257,7 @@ def test_small_samples_get_one_note_on_the_bias(tmp_path):
         result = fid.score_folder(tmp_path / "pred", tmp_path / "gt", _pooling_extractor([]),
                                   tmp_path / "cache.npz")
     notes = [str(w.message) for w in record if issubclass(w.category, fid.SmallSampleWarning)]
-    assert len(notes) == 1 and "fewer than 2,048 images" in notes[0]
+    assert len(notes) == 1 and "on fewer than 2,048 images" in notes[0]
     assert result["n_pred"] == result["n_gt"] == 20
 
 
