@@ -127,9 +127,11 @@ def _main(argv) -> int:
     cfg = get_config(profile_from_env(args.profile), **parse_overrides(args.overrides))
     runs = runs_root(args.runs)
     if runs.exists() and not runs.is_dir():
-        raise NotADirectoryError(f"--runs {runs} is a file, not a folder: pass a folder (it is "
-                                 "created if missing), or move the file away")
-    device = distributed.init(args.device) or get_device(args.device)
+        raise NotADirectoryError(f"the runs folder {runs} is a file, not a folder: pass a folder "
+                                 "as --runs (or $LABKIT_RUNS; it is created if missing), or move "
+                                 "the file away")
+    device = get_device(args.device)        # a device this machine lacks is refused here
+    device = distributed.init(args.device) or device
     try:
         return _run(args, cfg, runs, data_root(args.data), device)
     finally:

@@ -70,11 +70,10 @@ class Checkpoint:
         return state
 
     def load_model(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        state = self.state_dict(name)
         try:
-            module.load_state_dict(self.state_dict(name))
+            module.load_state_dict(state)
         except RuntimeError as exc:
-            if isinstance(exc, CheckpointError):
-                raise
             raise CheckpointError(f"{self.path} holds weights for {name!r} that do not fit the "
                                   f"model ({str(exc).splitlines()[0]}). Delete it and train "
                                   "again, or pass the checkpoint made for this model.") from None

@@ -7,6 +7,9 @@ import contextlib
 import hashlib
 import os
 import random
+import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +183,6 @@ def _is_user_error(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def _short_warnings():
     """Print warnings as one "warning: ..." line each, not Python's file:line form."""
-    import warnings
-
     previous = warnings.formatwarning
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
@@ -198,9 +199,6 @@ def run_command(main, argv=None) -> int:
     prints one line and exits 1; Ctrl-C prints where the training stopped and exits 130.
     ``--debug`` (or ``LABKIT_DEBUG=1``) prints the traceback too.
     """
-    import sys
-    import traceback
-
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("LABKIT_DEBUG", "") not in ("", "0")
     try:
