@@ -28,6 +28,9 @@ from pathlib import Path
 
 from . import distributed
 from .config import PROFILES, LabConfig, get_config
+from .pipeline import (evaluate_inpainting, format_table, prepare_data, run_pipeline, stage_mvtm,
+                       stage_tokenizer)
+from .train import load_maskgit, load_vqgan
 from .utils import data_root, get_device, profile_from_env, run_command, run_dir, runs_root
 
 
@@ -139,12 +142,6 @@ def _main(argv) -> int:
 
 
 def _run(args, cfg: LabConfig, runs: Path, data: Path, device) -> int:
-    # Imported once the arguments are known to be good: a mistake is reported without
-    # waiting for the models, the plots and matplotlib to load.
-    from .pipeline import (evaluate_inpainting, format_table, prepare_data, run_pipeline, stage_mvtm,
-                           stage_tokenizer)
-    from .train import load_maskgit, load_vqgan
-
     progress = not args.no_progress
     # fresh= is passed only when asked for, so a plain run calls the stages exactly as a notebook.
     fresh = {"fresh": True} if args.fresh else {}
