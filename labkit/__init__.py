@@ -20,37 +20,52 @@ One module per concept of the lab:
     pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series
     distributed  training on several GPUs under torchrun (DistributedDataParallel)
     params       checks of the notebooks' parameters (papermill -p)
-    utils        the device helper and the seed helper
+    utils        the device and seed helpers, where runs live, atomic writes, the CLI wrapper
+
+``import labkit`` is quick and imports no lesson module: each name below is imported the
+first time it is used (``labkit.MaskGit``, ``from labkit import get_config``). So
+``python -m labkit.fid`` does not import ``labkit.fid`` twice.
 """
 
-from .attention import MultiHeadAttention
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import LabConfig, get_config
-from .maskgit import SCHEDULES, DecodeTrace, InpaintResult, MaskGit, gamma_func, mvtm_loss
-from .datasets import DataError, ImageSet, load_course_dataset, load_dataset, load_image_folder, toy_cats
-from .fid import Extractor, FeatureStats, InceptionWeightsMissing, SmallSampleWarning, frechet_distance, inception_extractor
-from .catnet import CatNet, attribute_agreement, catnet_extractor, load_catnet, load_or_train_catnet, train_catnet
-from .sweep import SweepResult, default_extractors, sweep
-from .metrics import masked_l1, masked_psnr, masked_token_accuracy
-from .train import extract_tokens, load_maskgit, load_vqgan, run_dir, train_mvtm, train_vqgan
-from .masks import brush_mask, make_masks, pixel_to_token_mask
-from .toycats import ATTRIBUTES, mirror_labels, render_cat, render_cats
-from .transformer import BidirectionalTransformer
-from .utils import get_device, seed_everything
-from .vqgan import VQGAN, codebook_usage
+from __future__ import annotations
+
+import importlib
+
+# name -> the module that defines it
+_EXPORTS = {
+    "attention": ["MultiHeadAttention"],
+    "checkpoint": ["CheckpointError", "load_checkpoint", "save_checkpoint"],
+    "config": ["LabConfig", "get_config"],
+    "maskgit": ["SCHEDULES", "DecodeTrace", "InpaintResult", "MaskGit", "gamma_func", "mvtm_loss"],
+    "datasets": ["DataError", "ImageSet", "load_course_dataset", "load_dataset",
+                 "load_image_folder", "toy_cats"],
+    "fid": ["Extractor", "FeatureStats", "InceptionWeightsMissing", "InceptionWeightsError",
+            "SmallSampleWarning", "frechet_distance", "inception_extractor"],
+    "catnet": ["CatNet", "attribute_agreement", "catnet_extractor", "load_catnet",
+               "load_or_train_catnet", "train_catnet"],
+    "sweep": ["SweepResult", "default_extractors", "sweep"],
+    "metrics": ["masked_l1", "masked_psnr", "masked_token_accuracy"],
+    "train": ["extract_tokens", "load_maskgit", "load_vqgan", "train_mvtm", "train_vqgan"],
+    "masks": ["brush_mask", "make_masks", "pixel_to_token_mask"],
+    "toycats": ["ATTRIBUTES", "mirror_labels", "render_cat", "render_cats"],
+    "transformer": ["BidirectionalTransformer"],
+    "utils": ["get_device", "seed_everything", "run_dir", "runs_root", "data_root"],
+    "vqgan": ["VQGAN", "codebook_usage"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __version__ = "0.1.0"
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "MultiHeadAttention", "CheckpointError", "load_checkpoint", "save_checkpoint",
-    "LabConfig", "get_config", "SCHEDULES", "DecodeTrace", "InpaintResult", "MaskGit",
-    "gamma_func", "mvtm_loss", "pixel_to_token_mask", "BidirectionalTransformer",
-    "get_device", "seed_everything", "VQGAN", "codebook_usage",
-    "DataError", "ImageSet", "load_course_dataset", "load_dataset", "load_image_folder", "toy_cats",
-    "brush_mask", "make_masks", "ATTRIBUTES", "mirror_labels", "render_cat", "render_cats",
-    "Extractor", "FeatureStats", "InceptionWeightsMissing", "SmallSampleWarning", "frechet_distance",
-    "inception_extractor", "CatNet", "attribute_agreement", "catnet_extractor", "load_catnet",
-    "load_or_train_catnet", "train_catnet", "SweepResult", "default_extractors", "sweep",
-    "masked_l1", "masked_psnr", "masked_token_accuracy",
-    "extract_tokens", "load_maskgit", "load_vqgan", "run_dir", "train_mvtm", "train_vqgan",
-]
+
+def __getattr__(name: str):
+    """Import the module that defines ``name`` on first use (PEP 562)."""
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+        globals()[name] = value               # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -14,8 +14,8 @@ Layout of the tensor names::
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +23,30 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import LabConfig
+from .config import ARCH_FIELDS, LabConfig
+from .utils import atomic_path
 
 FORMAT = "labkit-checkpoint-1"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: corrupt, foreign, or from another config."""
+
+
+def _corrupt(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not a usable labkit checkpoint ({what}). Delete it and "
+                           "train again, or pass the right file; an interrupted save never "
+                           "writes this file in place.")
+
+
+def _check_finite(path: Path, tensors: dict) -> None:
+    for key, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            kind = "NaN" if torch.isnan(value).any() else "inf"
+            raise CheckpointError(
+                f"{path}: {key} holds {kind}; training diverged before this checkpoint was "
+                "written. Delete it and train again (lower the learning rate or raise "
+                "warmup_steps), or load an earlier checkpoint.")
 
 
 @dataclass
@@ -44,36 +61,52 @@ class Checkpoint:
     optim_meta: dict | None = field(default=None, repr=False)
 
     def state_dict(self, name: str) -> dict:
+        """The weights of module ``name``; refused when any of them is NaN or inf."""
         prefix = f"model.{name}."
         state = {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"{self.path} holds no weights for {name!r}")
+        _check_finite(self.path, {prefix + k: v for k, v in state.items()})
         return state
 
     def load_model(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
-        module.load_state_dict(self.state_dict(name))
+        state = self.state_dict(name)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.path} holds weights for {name!r} that do not fit the "
+                                  f"model ({str(exc).splitlines()[0]}). Delete it and train "
+                                  "again, or pass the checkpoint made for this model.") from None
         return module
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         if self.optim_meta is None:
             raise CheckpointError(f"{self.path} holds no optimizer state; it cannot resume training")
         state = {}
-        for key, value in self.tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": self.optim_meta["param_groups"]})
+        optim = {k: v for k, v in self.tensors.items() if k.startswith("optim.")}
+        _check_finite(self.path, optim)
+        for key, value in optim.items():
+            _, index, name = (key.split(".", 2) + ["", ""])[:3]
+            if not index.isdigit() or not name:
+                raise _corrupt(self.path, f"bad optimizer tensor name {key!r}")
+            state.setdefault(int(index), {})[name] = value
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": self.optim_meta["param_groups"]})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.path} holds an optimizer state that does not fit this "
+                                  f"optimizer ({exc}). Delete it and train again.") from None
 
     def rng_state(self, name: str) -> torch.Tensor:
-        return self.tensors[f"rng.{name}"]
+        state = self.tensors.get(f"rng.{name}")
+        if state is None or state.dtype != torch.uint8:
+            raise _corrupt(self.path, f"no random-generator state {name!r}")
+        return state
 
 
 def save_checkpoint(path, *, part: str, config: LabConfig, models: dict, step: int,
                     optimizer: torch.optim.Optimizer | None = None, generators: dict | None = None,
                     metrics: list | None = None, extra: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint atomically (``labkit.utils.atomic_path``: temporary file, then rename)."""
     tensors = {}
     for name, module in models.items():
         for key, value in module.state_dict().items():
@@ -88,19 +121,16 @@ def save_checkpoint(path, *, part: str, config: LabConfig, models: dict, step: i
         meta["optim"] = json.dumps({"param_groups": optim_state["param_groups"]})
     for name, generator in (generators or {}).items():
         tensors[f"rng.{name}"] = generator.get_state().clone()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def read_header(path) -> dict:
-    """The JSON header of a safetensors file, read without loading any tensor."""
+    """The metadata of a safetensors file ({str: str}), read without loading any tensor.
+
+    Raises ``CheckpointError`` naming the file for anything that is not a well-formed header.
+    """
     path = Path(path)
     with open(path, "rb") as handle:
         raw = handle.read(8)
@@ -111,22 +141,82 @@ def read_header(path) -> dict:
         if size <= 0 or size > 100_000_000:
             raise CheckpointError(f"{path} is not a labkit checkpoint (no safetensors header). "
                                   "Delete it and train again, or pass the right file.")
-        try:
-            header = json.loads(handle.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path} is not a labkit checkpoint (unreadable header: {exc}). "
-                                  "Delete it and train again, or pass the right file.") from None
-    return header.get("__metadata__") or {}
+        text = handle.read(size)
+    if len(text) < size:
+        raise _corrupt(path, f"truncated header: {len(text)} of {size} bytes")
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        what = "header nested too deeply" if isinstance(exc, RecursionError) else f"unreadable header: {exc}"
+        raise CheckpointError(f"{path} is not a labkit checkpoint ({what}). "
+                              "Delete it and train again, or pass the right file.") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, f"the header is a JSON {type(header).__name__}, not an object")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _corrupt(path, "the header's __metadata__ is not a table of strings")
+    return meta
+
+
+def _json_field(path: Path, meta: dict, key: str, kind: type, default):
+    if key not in meta:
+        return default
+    try:
+        value = json.loads(meta[key])
+    except (ValueError, RecursionError):
+        raise _corrupt(path, f"its {key!r} entry is not JSON") from None
+    if not isinstance(value, kind):
+        raise _corrupt(path, f"its {key!r} entry is a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+_SCALARS = {
+    "None": lambda v: v is None,
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def _type_matches(value, annotation) -> bool:
+    """Does a JSON value fit a LabConfig field annotation ("int", "tuple[int, ...]", "int | None")?
+    Annotations this does not know are accepted: the config's own check still runs."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    for option in (part.strip() for part in text.split("|")):
+        if option.startswith("tuple["):
+            inner = option[len("tuple["):-1].split(",")[0].strip()
+            if isinstance(value, (list, tuple)) and all(_type_matches(v, inner) for v in value):
+                return True
+        elif option not in _SCALARS or _SCALARS[option](value):
+            return True
+    return False
+
+
+def _config_from(path: Path, meta: dict) -> LabConfig:
+    values = _json_field(path, meta, "config", dict, None)
+    types = {f.name: f.type for f in dataclasses.fields(LabConfig)}
+    wrong = [f"{name}={value!r}" for name, value in values.items()
+             if name in types and not _type_matches(value, types[name])]
+    if wrong:
+        raise _corrupt(path, f"config values of the wrong type: {', '.join(wrong)}")
+    try:
+        return LabConfig.from_dict(values)
+    except (ValueError, TypeError) as exc:
+        raise _corrupt(path, f"its config is not valid: {exc}") from None
 
 
 def load_checkpoint(path, *, part: str | None = None, config: LabConfig | None = None,
                     map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint; check it is the expected ``part`` and matches ``config``'s architecture.
 
-    Raises ``FileNotFoundError`` when there is no file, and ``CheckpointError`` (naming the
-    problem and the fix) when the file is corrupt, foreign or from another config.
+    Raises ``FileNotFoundError`` when there is no file, and ``CheckpointError`` naming the
+    file (and the problem and the fix) for anything else: a corrupt, truncated or foreign
+    file, a malformed header, or a checkpoint from another config.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: pass the file itself")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train this stage first "
                                 "(run the notebook or `python -m labkit` command that writes it) "
@@ -135,12 +225,22 @@ def load_checkpoint(path, *, part: str | None = None, config: LabConfig | None =
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a labkit checkpoint "
                               f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+    missing = [key for key in ("part", "config", "step") if key not in meta]
+    if missing:
+        raise _corrupt(path, f"its header lacks {', '.join(missing)}")
     if part is not None and meta["part"] != part:
         raise CheckpointError(f"{path} holds a {meta['part']!r} checkpoint, not {part!r}: "
                               "check which file you passed")
-    saved = LabConfig.from_dict(json.loads(meta["config"]))
+    if not meta["step"].isdigit():
+        raise _corrupt(path, f"step {meta['step']!r} is not a whole number")
+    saved = _config_from(path, meta)
+    metrics = _json_field(path, meta, "metrics", list, [])
+    extra = _json_field(path, meta, "extra", dict, {})
+    optim_meta = _json_field(path, meta, "optim", dict, None)
+    if optim_meta is not None and not isinstance(optim_meta.get("param_groups"), list):
+        raise _corrupt(path, "its optimizer entry has no param_groups list")
     if config is not None:
-        diff = config.arch_diff(saved, meta["part"])
+        diff = config.arch_diff(saved, meta["part"]) if meta["part"] in ARCH_FIELDS else {}
         if diff:
             fields = ", ".join(f"{k}: yours {a!r} vs checkpoint {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(
@@ -149,9 +249,8 @@ def load_checkpoint(path, *, part: str | None = None, config: LabConfig | None =
                 "and train again with your config.")
     try:
         tensors = load_file(str(path), device=str(map_location))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}). Delete it and train "
                               "again; an interrupted save never writes this file in place.") from None
     return Checkpoint(path=path, part=meta["part"], config=saved, step=int(meta["step"]),
-                      metrics=json.loads(meta["metrics"]), extra=json.loads(meta.get("extra", "{}")),
-                      tensors=tensors, optim_meta=json.loads(meta["optim"]) if "optim" in meta else None)
+                      metrics=metrics, extra=extra, tensors=tensors, optim_meta=optim_meta)

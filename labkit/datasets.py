@@ -15,6 +15,7 @@ Decisions (each also named in the error or warning it causes):
 - Transparent images are composited on white (dropping alpha would reveal whatever colour
   the transparent pixels happen to hold). 16-bit images are scaled to 8 bits (/257).
   Every image is resized (short side) and centre-cropped to S x S; EXIF rotation is applied.
+  An animated GIF or PNG gives its first frame.
 - An unreadable image is an error naming the file. ``skip_corrupt=True`` skips such images
   in image folders (the course's train/ and val/ included) with one warning giving the
   count. The course's test files are never skipped: they are paired by position, so a gap
@@ -30,9 +31,7 @@ Decisions (each also named in the error or warning it causes):
 from __future__ import annotations
 
 import csv
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -44,8 +43,10 @@ from PIL import Image, ImageOps
 
 from .masks import MASK_VERSION, make_masks
 from .toycats import ATTRIBUTES, RENDER_VERSION, render_cats
+from .utils import atomic_path
+from .utils import data_root as default_data_root
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 # Layout of a course dataset root, for error messages.
 COURSE_LAYOUT = ("train/ and val/ (image folders); masked_image/ and mask64/ (black = missing) "
@@ -115,16 +116,16 @@ def split_seed(data_seed: int, split: str) -> int:
     return data_seed * 1000 + SPLIT_OFFSETS[split]
 
 
-def toy_cats(cfg, split: str, root: str | Path = "data", workers: int | None = None,
+def toy_cats(cfg, split: str, root: str | Path | None = None, workers: int | None = None,
              progress: bool = True) -> ImageSet:
     """The ``split`` of the toy-cat dataset of ``cfg`` (n_train / n_val / n_test images of
     cfg.image_size, from cfg.data_seed); rendered once, then loaded from
-    ``<root>/toycats-<size>/<split>-seed<data_seed>-n<n>.npz``. The test split carries
-    fixed brush masks."""
+    ``<root>/toycats-<size>/<split>-seed<data_seed>-n<n>.npz`` (root: ``labkit.utils.data_root``
+    by default). The test split carries fixed brush masks."""
     seed = split_seed(cfg.data_seed, split)
     n = getattr(cfg, f"n_{split}")
     size = cfg.image_size
-    path = Path(root) / f"toycats-{size}" / f"{split}-seed{cfg.data_seed}-n{n}.npz"
+    path = default_data_root(root) / f"toycats-{size}" / f"{split}-seed{cfg.data_seed}-n{n}.npz"
     source = f"toycats:{split} (seed {seed}, {n} images of {size}x{size})"
     cached = _load_cache(path, source)
     if cached is not None:
@@ -139,23 +140,15 @@ def toy_cats(cfg, split: str, root: str | Path = "data", workers: int | None = N
 
 
 def _save_cache(path: Path, image_set: ImageSet) -> None:
-    """Write atomically (temp file + os.replace), so an interrupted run never leaves a
+    """Write atomically (``labkit.utils.atomic_path``), so an interrupted run never leaves a
     half-written cache that a later run would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": image_set.images, "names": np.array(image_set.names),
               "version": np.array([RENDER_VERSION, MASK_VERSION])}
     arrays.update({f"label_{name}": values for name, values in image_set.labels.items()})
     if image_set.masks is not None:
         arrays["masks"] = image_set.masks
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)      # uncompressed: loads in a fraction of a second
-        os.chmod(tmp, 0o644)              # mkstemp makes it private; a cache is shareable
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        np.savez(file, **arrays)          # uncompressed: loads in a fraction of a second
 
 
 def _load_cache(path: Path, source: str) -> ImageSet | None:
@@ -434,11 +427,12 @@ def looks_like_course(root: str | Path) -> bool:
     return (Path(root) / "train").is_dir()
 
 
-def load_dataset(cfg, data_root: str | Path | None = None, cache_root: str | Path = "data",
+def load_dataset(cfg, data_root: str | Path | None = None, cache_root: str | Path | None = None,
                  skip_corrupt: bool = False, progress: bool = True) -> dict[str, ImageSet]:
     """{"train", "val", "test"} ImageSets of cfg.image_size for the lab.
 
-    - ``data_root=None``: the toy cats of ``cfg`` (cached under ``cache_root``; ``progress``
+    - ``data_root=None``: the toy cats of ``cfg`` (cached under ``cache_root``, by default
+      ``labkit.utils.data_root()``; ``progress``
       shows a bar while they are rendered the first time);
     - a folder with a train/ sub-folder: the course's layout (``load_course_dataset``);
     - any other folder of images: split 90 / 5 / 5 in a fixed order given by

@@ -40,15 +40,15 @@ import os
 import sys
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from unittest import mock
 
 import numpy as np
 import torch
 
-from .utils import get_device
+from .utils import atomic_path, get_device, run_command, runs_root
 
 FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -61,6 +61,10 @@ FID_DIMS = 2048                  # pool3
 
 class InceptionWeightsMissing(FileNotFoundError):
     """The FID Inception weights are not on this machine (and no download was asked for)."""
+
+
+class InceptionWeightsError(ValueError):
+    """A file given as the FID Inception weights that is not (a readable copy of) them."""
 
 
 class SmallSampleWarning(UserWarning):
@@ -96,12 +100,9 @@ class FeatureStats:
 
     def save(self, path, key: str = "") -> Path:
         """Write ``mu``, ``sigma``, ``n`` (and a ``key`` naming what they describe) to ``.npz``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), key=np.str_(key))
-        os.replace(tmp, path)
-        return path
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), key=np.str_(key))
+        return Path(path)
 
     @classmethod
     def load(cls, path) -> tuple["FeatureStats", str]:
@@ -143,11 +144,13 @@ def to_float_images(images) -> torch.Tensor:
     if images.dtype == torch.uint8:
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (n, H, W, 3), got {tuple(images.shape)}")
-        return images.permute(0, 3, 1, 2).float() / 255
+        # contiguous: pytorch-fid's own loader hands Inception contiguous tensors, and only
+        # then are the features bit-identical to its.
+        return (images.permute(0, 3, 1, 2).float() / 255).contiguous()
     if not images.is_floating_point() or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be floats (n, 3, H, W) in [0, 1] or uint8 (n, H, W, 3); "
                          f"got {images.dtype} {tuple(images.shape)}")
-    return images
+    return images.contiguous()
 
 
 def read_images(path, csv_size: int = 64) -> np.ndarray:
@@ -229,8 +232,11 @@ def find_inception_weights(weights=None) -> Path | None:
     explicit = weights or os.environ.get(WEIGHTS_ENV)
     if explicit:
         path = Path(explicit).expanduser()
+        source = "weights=" if weights else f"${WEIGHTS_ENV}"
+        if path.is_dir():
+            raise InceptionWeightsError(f"{source} points to {path}, which is a folder: pass the "
+                                        f"weights file itself ({FID_WEIGHTS_FILENAME})")
         if not path.is_file():
-            source = "weights=" if weights else f"${WEIGHTS_ENV}"
             raise InceptionWeightsMissing(f"{source} points to {path}, which does not exist. "
                                           + _how_to_get_weights())
         return path
@@ -283,14 +289,49 @@ def load_inception(weights=None, device=None, allow_download: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(path))
     network = fid_inception_network()
-    # weights_only: the file is a plain state dict, so nothing in it may run code.
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    network.load_state_dict(_read_state_dict(path, network))
     # pytorch-fid's InceptionV3 builds its network through fid_inception_v3(), which downloads
-    # unless the file is in torch hub's cache. Handing it the network loaded above keeps the
-    # model exactly pytorch-fid's (resize to 299, scaling to [-1, 1], blocks) with any path.
-    with mock.patch.object(pf, "fid_inception_v3", lambda: network):
+    # unless the file is in torch hub's cache. Handing it the network loaded above, for this
+    # one call, keeps the model exactly pytorch-fid's (resize to 299, scaling to [-1, 1],
+    # blocks) with a weights file anywhere.
+    build = pf.fid_inception_v3
+    pf.fid_inception_v3 = lambda: network
+    try:
         model = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[FID_DIMS]])
+    finally:
+        pf.fid_inception_v3 = build
     return model.to(get_device(device)).eval(), path
+
+
+def _read_state_dict(path: Path, network: torch.nn.Module) -> dict:
+    """The state dict in ``path``, checked against ``network``'s keys and shapes.
+
+    weights_only: the file is a plain state dict, so nothing in it may run code. torch's own
+    errors for a bad file suggest weights_only=False, never the right advice here.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:                     # torch raises many types for a bad file
+        raise InceptionWeightsError(
+            f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: it is "
+            f"truncated, corrupt or not made by torch.save). Replace it with "
+            f"{FID_WEIGHTS_FILENAME}. {_how_to_get_weights()}") from None
+    expected = network.state_dict()
+    if not isinstance(state, dict):
+        raise InceptionWeightsError(f"{path} holds a {type(state).__name__}, not a state dict of "
+                                    f"the FID Inception network: replace it with {FID_WEIGHTS_FILENAME}")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state)
+                   if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        details = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                   ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape"))
+                   if keys]
+        raise InceptionWeightsError(f"{path} does not hold the FID Inception weights: "
+                                    f"{'; '.join(details)} tensors. Replace it with "
+                                    f"{FID_WEIGHTS_FILENAME} (pytorch-fid's file).")
+    return state
 
 
 def inception_extractor(weights=None, device=None, allow_download: bool = False) -> Extractor:
@@ -321,11 +362,16 @@ def reference_statistics(extractor: Extractor, images: np.ndarray, cache=None) -
     the same pixels and the same extractor, else computed and written there."""
     key = f"{extractor.metric}:{extractor.checkpoint_hash}:{content_hash(images)}"
     if cache is not None and Path(cache).is_file():
-        stats, cached_key = FeatureStats.load(cache)
-        if cached_key == key:
-            return stats
-        print(f"{cache} holds statistics of other images or another extractor; recomputing it",
-              file=sys.stderr)
+        try:
+            stats, cached_key = FeatureStats.load(cache)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            warnings.warn(f"cannot read the statistics cache {cache} ({type(exc).__name__}); "
+                          "recomputing it", stacklevel=2)
+        else:
+            if cached_key == key:
+                return stats
+            warnings.warn(f"{cache} holds statistics of other images or another extractor; "
+                          "recomputing it", stacklevel=2)
     stats = extractor.statistics(images)
     if cache is not None:
         stats.save(cache, key)
@@ -333,23 +379,47 @@ def reference_statistics(extractor: Extractor, images: np.ndarray, cache=None) -
 
 
 def default_stats_cache(extractor: Extractor, images: np.ndarray) -> Path:
-    return (Path("runs") / "fid-stats"
+    return (runs_root() / "fid-stats"
             / f"{extractor.metric}-{extractor.checkpoint_hash}-{content_hash(images)[:16]}.npz")
 
 
-def score_folder(pred, gt, extractor: Extractor, stats_cache=None) -> dict:
-    """Fréchet distance of predicted images (folder) to ground truth (folder or course CSV)."""
+def read_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted images (folder) and ground truth (folder or course CSV), uint8 (n, H, W, 3),
+    with their counts checked: before the weights load or any feature is extracted."""
     pred_images = read_images(pred)
     gt_images = read_images(gt, csv_size=pred_images.shape[1])
-    reference = reference_statistics(extractor, gt_images,
-                                     stats_cache or default_stats_cache(extractor, gt_images))
-    value = frechet_distance(extractor.statistics(pred_images), reference)
+    for what, path, images in (("predicted", pred, pred_images), ("ground-truth", gt, gt_images)):
+        if len(images) < 2:
+            raise ValueError(f"{path} holds {len(images)} {what} image(s); a Fréchet distance "
+                             "needs at least 2 per side (and is only comparable to the course's "
+                             "numbers at the same count)")
+    if min(len(pred_images), len(gt_images)) < FID_DIMS:
+        warnings.warn(f"a Fréchet distance on fewer than {FID_DIMS:,} images ({len(pred_images)} "
+                      f"predicted, {len(gt_images)} ground truth) is biased upward: compare it "
+                      "only with scores at the same counts.", SmallSampleWarning, stacklevel=2)
+    return pred_images, gt_images
+
+
+def score_images(pred_images: np.ndarray, gt_images: np.ndarray, extractor: Extractor,
+                 stats_cache=None) -> dict:
+    """Fréchet distance of two image sets from ``read_pair``; the ground truth's statistics
+    are cached (``stats_cache``, default under ``<runs root>/fid-stats/``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)      # read_pair said it once
+        reference = reference_statistics(extractor, gt_images,
+                                         stats_cache or default_stats_cache(extractor, gt_images))
+        value = frechet_distance(extractor.statistics(pred_images), reference)
     return {"metric": extractor.metric, "value": value, "n_pred": len(pred_images),
             "n_gt": len(gt_images), "extractor": extractor.name,
             "extractor_hash": extractor.checkpoint_hash}
 
 
-def main(argv=None) -> int:
+def score_folder(pred, gt, extractor: Extractor, stats_cache=None) -> dict:
+    """Fréchet distance of predicted images (folder) to ground truth (folder or course CSV)."""
+    return score_images(*read_pair(pred, gt), extractor, stats_cache)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m labkit.fid",
         description="FID of predicted images against ground truth, as the course scores it "
@@ -359,22 +429,25 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", help=f"Inception weights file (default: ${WEIGHTS_ENV}, "
                                            f"then {default_weights_path()})")
     parser.add_argument("--stats-cache", help="an .npz for the ground truth's statistics "
-                                              "(default: runs/fid-stats/<content hash>.npz)")
+                                              f"(default: {runs_root() / 'fid-stats'}/<hash>.npz)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest available)")
     parser.add_argument("--allow-download", action="store_true",
                         help="download the Inception weights when they are missing")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        extractor = inception_extractor(args.weights, args.device, args.allow_download)
-    except InceptionWeightsMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = score_folder(args.pred, args.gt, extractor, args.stats_cache)
+    images = read_pair(args.pred, args.gt)
+    extractor = inception_extractor(args.weights, args.device, args.allow_download)
+    result = score_images(*images, extractor, args.stats_cache)
     print(f"{result['metric']}: {result['value']:.4f}  ({result['n_pred']} predicted vs "
           f"{result['n_gt']} ground-truth images; {result['extractor']} weights "
           f"{result['extractor_hash']}; {time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m labkit.fid ...``: errors as one message (``labkit.utils.run_command``)."""
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ the outputs of a real run of the current code. Refresh only with the embedded de
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -33,8 +34,9 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from .config import PROFILES, default_profile
+from .config import PROFILES
 from .params import check_parameters
+from .utils import atomic_write_text, profile_from_env, run_command, runs_root as default_runs_root
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -58,6 +60,32 @@ def notebook_path(name: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> Path:
             f"no notebook {path}; the series is {', '.join(SERIES)} (run from a source checkout: "
             "the notebooks are not part of an installed wheel)")
     return path
+
+
+def notebook_parameters(path: Path) -> list[str]:
+    """The names assigned in the notebook's cell tagged ``parameters`` (papermill's defaults)."""
+    notebook = nbformat.read(path, as_version=4)
+    names = []
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+                names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameter_names(parameters: dict, sources: list[Path]) -> None:
+    """Refuse a ``-p`` name that no notebook of the run declares: papermill would inject it
+    into a cell of its own, where nothing reads it, and the run would report ok."""
+    declared = {source.stem: notebook_parameters(source) for source in sources}
+    known = {name for names in declared.values() for name in names}
+    unknown = [name for name in parameters if name not in known]
+    if unknown:
+        listing = "; ".join(f"{stem}: {', '.join(names) or '(none)'}" for stem, names in declared.items())
+        raise ValueError(f"-p {', '.join(unknown)}: no notebook of this run has "
+                         f"{'this parameter' if len(unknown) == 1 else 'these parameters'} "
+                         f"(check the spelling). Parameters: {listing}")
 
 
 def clean_for_commit(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -99,16 +127,21 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
                refresh: bool = False, runs_root=None, notebooks_dir: Path = NOTEBOOKS_DIR,
                kernel_name: str = KERNEL_NAME, log=print) -> dict:
     """Run ``notebooks`` (default: the whole series) in order; returns the summary it writes."""
-    profile = profile or default_profile()
+    profile = profile_from_env(profile)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     if refresh and parameters:
         raise ValueError("--refresh writes the outputs into the committed notebooks, which must "
                          "show the embedded defaults: drop the -p parameters, or run without --refresh")
-    check_parameters(parameters or {})      # a wrong -p value fails here, before any kernel starts
     names = [Path(name).stem for name in (notebooks or SERIES)]
     sources = [notebook_path(name, notebooks_dir) for name in names]
-    run_root = Path(runs_root) if runs_root else REPO_ROOT / "runs"
+    # a wrong -p name or value fails here, before any kernel starts
+    check_parameter_names(parameters or {}, sources)
+    check_parameters(parameters or {})
+    run_root = default_runs_root(runs_root)
+    if run_root.exists() and not run_root.is_dir():
+        raise NotADirectoryError(f"runs root {run_root} is a file, not a folder: pass a folder "
+                                 "(--runs-root), or move the file away")
     out_dir = run_root / profile / "notebooks"
     # The kernel inherits this process's environment: every labkit default then agrees
     # with the injected profile, including code that reads $LABKIT_PROFILE itself.
@@ -151,9 +184,8 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
     summary["total_seconds"] = round(time.perf_counter() - series_start, 1)
     summary["ok"] = (len(summary["notebooks"]) == len(sources)
                      and all(entry["status"] == "ok" for entry in summary["notebooks"]))
-    summary_path = run_root / profile / "series_summary.json"
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path = atomic_write_text(run_root / profile / "series_summary.json",
+                                     json.dumps(summary, indent=2) + "\n")
     log(f"[{profile}] series {'ok' if summary['ok'] else 'FAILED'} in {summary['total_seconds']} s; "
         f"summary: {summary_path}", flush=True)
     return summary
@@ -170,7 +202,7 @@ def _parse_parameter(pair) -> tuple[str, object]:
     return name, parsed
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.notebook_runner",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=PROFILES, default=None,
@@ -181,11 +213,18 @@ def main(argv=None) -> int:
                         metavar=("NAME", "VALUE"), help="a papermill parameter, e.g. -p gamma linear")
     parser.add_argument("--refresh", action="store_true",
                         help="write the executed outputs back into notebooks/ (the committed outputs)")
-    parser.add_argument("--runs-root", default=None, help="where runs/<profile>/ lives (default: <repo>/runs)")
+    parser.add_argument("--runs-root", default=None,
+                        help=f"where <profile>/ lives (default: $LABKIT_RUNS or {default_runs_root()})")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     parameters = dict(_parse_parameter(p) for p in args.parameter)
     summary = run_series(args.profile, args.only, parameters, args.refresh, args.runs_root)
     return 0 if summary["ok"] else 1
+
+
+def main(argv=None) -> int:
+    """``python -m labkit.notebook_runner ...``: errors as one message (``labkit.utils.run_command``)."""
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

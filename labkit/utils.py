@@ -7,6 +7,9 @@ import contextlib
 import hashlib
 import os
 import random
+import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +17,48 @@ import torch
 from torch import nn
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given (or ``$LABKIT_DEVICE``), else cuda, then mps, then cpu."""
+    """``device`` if given (or ``$LABKIT_DEVICE``), else cuda, then mps, then cpu.
+
+    A device that this machine does not have is refused here, with the choices, instead of
+    failing later inside torch: ``get_device("cuda")`` without a GPU raises ValueError.
+    """
     device = device or os.environ.get("LABKIT_DEVICE") or None
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r}: choose one of "
+                         f"{', '.join(DEVICE_CHOICES)}") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has no CUDA GPU "
+                             "that torch can use: pass --device cpu (or auto), or install a CUDA "
+                             "build of torch on a machine with an NVIDIA GPU")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s) (cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+    elif chosen.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device {str(device)!r} asked for, but MPS (Apple-silicon GPU) is "
+                             "not available here: pass --device cpu (or auto)")
+    elif chosen.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported by labkit: choose one of "
+                         f"{', '.join(DEVICE_CHOICES)}")
+    return chosen
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -114,3 +149,80 @@ def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
     with atomic_path(path, mode) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- command lines
+
+EXIT_ERROR = 1            # something labkit did not expect: a bug, reported in one line
+EXIT_BAD_INPUT = 2        # a user's mistake (file, value, folder), as argparse uses 2
+EXIT_INTERRUPTED = 130    # Ctrl-C, as a shell reports SIGINT
+
+
+def profile_from_env(profile: str | None) -> str:
+    """``profile`` if given, else ``$LABKIT_PROFILE``, else "cpu"; an unknown value of the
+    variable is named as such (a typo there is easy to miss)."""
+    from .config import PROFILES
+
+    if profile:
+        return profile
+    value = os.environ.get("LABKIT_PROFILE") or "cpu"
+    if value not in PROFILES:
+        raise ValueError(f"$LABKIT_PROFILE is {value!r}, which is not a profile: set it to one of "
+                         f"{', '.join(PROFILES)}, unset it (cpu), or pass --profile")
+    return value
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from .checkpoint import CheckpointError
+
+    # ValueError covers DataError, ParameterError, config values and bad weights files;
+    # OSError covers missing files and folders, and folders that cannot be written.
+    return isinstance(exc, (ValueError, OSError, CheckpointError, FloatingPointError))
+
+
+@contextlib.contextmanager
+def _short_warnings():
+    """Print warnings as one "warning: ..." line each, not Python's file:line form."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def run_command(main, argv=None) -> int:
+    """Run a command-line ``main(argv)`` as a user should meet it; returns the exit status.
+
+    A user's mistake (``ValueError`` such as ``DataError`` / ``ParameterError``, a missing
+    file, a ``CheckpointError``) prints its message on stderr and exits 2; anything else
+    prints one line and exits 1; Ctrl-C prints where the training stopped and exits 130.
+    ``--debug`` (or ``LABKIT_DEBUG=1``) prints the traceback too.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("LABKIT_DEBUG", "") not in ("", "0")
+    try:
+        with _short_warnings():
+            return main(argv)
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        step = getattr(exc, "step", None)          # labkit.run.TrainingInterrupted
+        if step is None:
+            message = "interrupted"
+        else:
+            message = str(exc) or (f"interrupted at step {step} of {getattr(exc, 'total', '?')}; "
+                                   f"checkpoint saved at {getattr(exc, 'path', '?')}; run the "
+                                   "same command again to resume")
+        print(message, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        if _is_user_error(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        summary = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: unexpected {type(exc).__name__}: {summary}\n"
+              "run with --debug (or LABKIT_DEBUG=1) for the traceback", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,7 +1,10 @@
 """The one checkpoint format: exact round trips, atomic writes, clear errors on bad files."""
 
+import json
 import os
+import re
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -134,3 +137,118 @@ def test_wrong_part_is_a_checkpoint_error(good_file):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "nothing.safetensors")
+
+
+def test_checkpoints_are_written_readable_like_every_other_file(good_file):
+    assert good_file.stat().st_mode & 0o777 == 0o644
+
+
+def _rewrite_header(good_file, path, edit):
+    """A copy of ``good_file`` whose JSON header is replaced by ``edit(header)`` (bytes or JSON)."""
+    data = good_file.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    new = edit(header)
+    new = new if isinstance(new, bytes) else json.dumps(new).encode()
+    path.write_bytes(len(new).to_bytes(8, "little") + new + data[8 + size:])
+    return path
+
+
+def _with_meta(**changes):
+    def edit(header):
+        meta = dict(header["__metadata__"])
+        for key, value in changes.items():
+            if value is None:
+                meta.pop(key)
+            else:
+                meta[key] = value
+        return {**header, "__metadata__": meta}
+    return edit
+
+
+def _with_config(**changes):
+    def edit(header):
+        config = {**json.loads(header["__metadata__"]["config"]), **changes}
+        return _with_meta(config=json.dumps(config))(header)
+    return edit
+
+
+MALFORMED_HEADERS = {
+    "json list": lambda header: [header],
+    "json string": lambda header: "hello",
+    "deep nesting": lambda header: b"[" * 100_000 + b"]" * 100_000,
+    "not utf-8": lambda header: b"\xff\xfe" * 50,
+    "metadata a list": lambda header: {**header, "__metadata__": ["a"]},
+    "metadata numbers": lambda header: {**header, "__metadata__": {"format": 1}},
+    "no part": _with_meta(part=None),
+    "no config": _with_meta(config=None),
+    "no step": _with_meta(step=None),
+    "no format": _with_meta(format=None),
+    "step not a number": _with_meta(step="seven"),
+    "negative step": _with_meta(step="-1"),
+    "config not json": _with_meta(config="{dim: 32"),
+    "config a list": _with_meta(config="[1, 2]"),
+    "config nested deeply": _with_meta(config="[" * 100_000 + "]" * 100_000),
+    "config unknown field": _with_config(colour="red"),
+    "config dim a string": _with_config(dim="32"),
+    "config channels not numbers": _with_config(vq_channels=["a", "b"]),
+    "config lr a bool": _with_config(mvtm_lr=True),
+    "config unknown profile": _with_config(profile="huge"),
+    "metrics not json": _with_meta(metrics="[{"),
+    "metrics a dict": _with_meta(metrics="{}"),
+    "extra a list": _with_meta(extra="[]"),
+    "optim without groups": _with_meta(optim="{}"),
+    "tensor offsets wrong": lambda header: {
+        **header, **{k: {**v, "data_offsets": [0, 10 ** 12]}
+                     for k, v in header.items() if k != "__metadata__"}},
+}
+
+
+@pytest.mark.parametrize("damage", MALFORMED_HEADERS, ids=list(MALFORMED_HEADERS))
+def test_every_malformed_header_is_a_checkpoint_error_naming_the_file(good_file, tmp_path, damage):
+    bad = _rewrite_header(good_file, tmp_path / "bad.safetensors", MALFORMED_HEADERS[damage])
+    with pytest.raises(CheckpointError, match=str(bad)):
+        ckpt = load_checkpoint(bad, part="transformer", config=CFG)
+        model, optimizer = trained_state()
+        ckpt.load_model("transformer", model)
+        ckpt.load_optimizer(optimizer)
+
+
+def test_fuzz_truncation_and_random_bytes_give_only_checkpoint_errors(good_file, tmp_path):
+    data = good_file.read_bytes()
+    rng = np.random.default_rng(0)
+    cases = [data[:len(data) * k // 16] for k in range(16)]                      # truncated
+    cases += [rng.integers(0, 256, len(data), dtype=np.uint8).tobytes() for _ in range(4)]
+    size = int.from_bytes(data[:8], "little")
+    for _ in range(8):                                                           # header bytes
+        header = bytearray(data[8:8 + size])
+        for index in rng.integers(0, size, 4):
+            header[index] = int(rng.integers(0, 256))
+        cases.append(data[:8] + bytes(header) + data[8 + size:])
+    for number, case in enumerate(cases):
+        bad = tmp_path / f"fuzz{number}.safetensors"
+        bad.write_bytes(case)
+        try:
+            ckpt = load_checkpoint(bad, part="transformer", config=CFG)
+            ckpt.load_model("transformer", trained_state()[0])
+        except CheckpointError as error:
+            assert str(bad) in str(error), (number, error)
+        else:
+            # a flipped byte inside a string of the header can leave a valid checkpoint
+            assert number >= 20, number
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    model, optimizer = trained_state()
+    with torch.no_grad():
+        model.blocks[0].mlp[0].weight[3, 1] = float("nan")
+    path = save(tmp_path / "nan.safetensors", model, optimizer, torch.Generator())
+    ckpt = load_checkpoint(path, part="transformer", config=CFG)
+    bad = "model.transformer.blocks.0.mlp.0.weight"
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}: {re.escape(bad)} holds NaN"):
+        ckpt.load_model("transformer", trained_state()[0])
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_checkpoint(tmp_path)

@@ -101,7 +101,8 @@ def test_statistics_cache_is_keyed_by_content(tmp_path):
     np.testing.assert_array_equal(first.sigma, again.sigma)
     changed = images.copy()
     changed[0, 0, 0, 0] ^= 1
-    fid.reference_statistics(extractor, changed, cache)
+    with pytest.warns(UserWarning, match="other images or another extractor"):
+        fid.reference_statistics(extractor, changed, cache)
     assert len(calls) == 10                               # other pixels: recomputed
 
 
@@ -118,8 +119,14 @@ def test_missing_weights_fail_fast_with_a_clear_message(offline):
 
 
 def test_command_line_without_weights_exits_with_the_message(offline, tmp_path, capsys):
-    assert fid.main([str(tmp_path), str(tmp_path / "gt.csv"), "--device", "cpu"]) == 2
-    assert fid.FID_WEIGHTS_FILENAME in capsys.readouterr().err
+    rng = np.random.default_rng(8)
+    (tmp_path / "pred").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "pred" / f"{i}.png")
+    with pytest.warns(fid.SmallSampleWarning):
+        assert fid.main([str(tmp_path / "pred"), str(tmp_path / "pred"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fid.FID_WEIGHTS_FILENAME in err
 
 
 def test_a_weights_path_that_does_not_exist_is_named(offline, monkeypatch):
@@ -166,6 +173,7 @@ def test_command_line_on_random_weights_never_says_fid(random_weights, monkeypat
     gt = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     np.savetxt(tmp_path / "gt.csv", gt.reshape(2, -1), fmt="%d", delimiter=",")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
     # The matrix square root of a 2048 x 2048 product takes minutes on a busy 2-core CPU; the
     # arithmetic is tested above, so here only the statistics that reach it are checked.
     seen = []
@@ -177,3 +185,109 @@ def test_command_line_on_random_weights_never_says_fid(random_weights, monkeypat
     assert out.startswith("FD_inception_unverified: 1.5000") and "FID" not in out
     assert "2 predicted vs 2 ground-truth" in out
     assert len(list((tmp_path / "runs" / "fid-stats").glob("*.npz"))) == 1   # GT stats cached
+
+
+# ------------------------------------------------------------------ bad files and small samples
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "wrong keys", "a tensor", "empty"])
+def test_a_bad_weights_file_gets_a_labkit_message(random_weights, offline, tmp_path, damage):
+    good = (random_weights / "hub" / "checkpoints" / fid.FID_WEIGHTS_FILENAME).read_bytes()
+    bad = tmp_path / "bad.pth"
+    if damage == "random bytes":
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif damage == "truncated":
+        bad.write_bytes(good[: len(good) // 3])
+    elif damage == "wrong keys":
+        torch.save({"conv.weight": torch.zeros(3)}, bad)
+    elif damage == "a tensor":
+        torch.save(torch.zeros(3), bad)
+    else:
+        bad.write_bytes(b"")
+    with pytest.raises(fid.InceptionWeightsError, match=str(bad)) as error:
+        fid.load_inception(weights=str(bad), device="cpu")
+    assert "weights_only" not in str(error.value)
+
+
+def test_a_folder_as_weights_is_called_a_folder(offline, tmp_path):
+    with pytest.raises(fid.InceptionWeightsError, match="which is a folder"):
+        fid.find_inception_weights(weights=str(tmp_path))
+
+
+def _pooling_extractor(calls):
+    def featurize(x):
+        calls.append(len(x))
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)   # (B, 12)
+    return fid.Extractor("FD_test", "pool", "abc", featurize, torch.device("cpu"), batch_size=50)
+
+
+@pytest.mark.parametrize("junk", [b"", b"not a zip file", b"PK\x03\x04broken"])
+def test_a_corrupt_statistics_cache_is_recomputed_with_a_warning(tmp_path, junk):
+    calls = []
+    images = np.random.default_rng(3).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    cache = tmp_path / "ref.npz"
+    cache.write_bytes(junk)
+    with pytest.warns(UserWarning, match="cannot read the statistics cache"):
+        fid.reference_statistics(_pooling_extractor(calls), images, cache)
+    assert calls == [20]
+    fid.reference_statistics(_pooling_extractor(calls), images, cache)
+    assert calls == [20]                                  # rewritten: read back this time
+
+
+@pytest.mark.parametrize("side", ["pred", "gt"])
+def test_one_image_fails_before_any_feature_is_extracted(tmp_path, side):
+    calls = []
+    rng = np.random.default_rng(5)
+    for name, count in (("pred", 1 if side == "pred" else 3), ("gt", 1 if side == "gt" else 3)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    with pytest.raises(ValueError, match=rf"{tmp_path / side} holds 1 .* at least 2"):
+        fid.score_folder(tmp_path / "pred", tmp_path / "gt", _pooling_extractor(calls),
+                         tmp_path / "cache.npz")
+    assert calls == []
+
+
+def test_small_samples_get_one_note_on_the_bias(tmp_path):
+    rng = np.random.default_rng(6)
+    for name in ("pred", "gt"):
+        (tmp_path / name).mkdir()
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    with pytest.warns(fid.SmallSampleWarning) as record:
+        result = fid.score_folder(tmp_path / "pred", tmp_path / "gt", _pooling_extractor([]),
+                                  tmp_path / "cache.npz")
+    notes = [str(w.message) for w in record if issubclass(w.category, fid.SmallSampleWarning)]
+    assert len(notes) == 1 and "on fewer than 2,048 images" in notes[0]
+    assert result["n_pred"] == result["n_gt"] == 20
+
+
+def test_default_statistics_cache_lives_under_the_runs_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "elsewhere"))
+    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    path = fid.default_stats_cache(_pooling_extractor([]), images)
+    assert path.parent == tmp_path / "elsewhere" / "fid-stats"
+
+
+def test_statistics_are_written_atomically_and_readable(tmp_path, monkeypatch):
+    stats = fid.FeatureStats(np.zeros(3), np.eye(3), 5)
+    path = stats.save(tmp_path / "stats.cache", key="k")          # any suffix
+    assert fid.FeatureStats.load(path)[1] == "k"
+    assert path.stat().st_mode & 0o777 == 0o644
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        stats.save(tmp_path / "stats.cache", key="other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.cache"]
+    assert fid.FeatureStats.load(path)[1] == "k"
+
+
+def test_uint8_images_become_contiguous_floats_as_pytorch_fid_feeds_them():
+    images = np.random.default_rng(7).integers(0, 256, (3, 5, 5, 3), dtype=np.uint8)
+    floats = fid.to_float_images(images)
+    assert floats.is_contiguous() and floats.shape == (3, 3, 5, 5)
+    # pytorch-fid's ImagePathDataset: ToTensor() per image, then default_collate (a stack)
+    expected = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float().div(255) for im in images])
+    assert torch.equal(floats, expected)
+    assert fid.to_float_images(floats.permute(0, 1, 3, 2)).is_contiguous()

@@ -384,3 +384,31 @@ def test_missing_test_folders_are_named(tmp_path):
     (tmp_path / "test" / "mask64").rmdir()
     with pytest.raises(DataError, match=r"no folder at .*mask64"):
         load_course_dataset(tmp_path)
+
+
+def test_an_animated_gif_gives_its_first_frame(tmp_path):
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    frames = [solid((200, 0, 0)), solid((0, 0, 200))]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    solid((0, 200, 0)).save(folder / "still.gif")
+    data = load_image_folder(folder, 8)
+    assert data.names == ["anim.gif", "still.gif"]
+    assert (np.abs(data.images[0].astype(int) - (200, 0, 0)) <= 8).all()
+    assert (np.abs(data.images[1].astype(int) - (0, 200, 0)) <= 8).all()
+
+
+def test_a_failing_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        toy_cats(SMOKE, "val", root=tmp_path, progress=False)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_the_cache_is_shareable_and_defaults_to_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "shared"))
+    toy_cats(SMOKE, "val", progress=False)
+    (cache,) = (tmp_path / "shared").rglob("*.npz")
+    assert cache.stat().st_mode & 0o777 == 0o644
