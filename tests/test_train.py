@@ -7,11 +7,14 @@ import signal
 import pytest
 import torch
 
+import labkit.run as run_module
 import labkit.train as train_module
 from labkit import CheckpointError, MaskGit, get_config
+from labkit.checkpoint import load_checkpoint, save_checkpoint
 from labkit.metrics import masked_l1, masked_psnr, masked_token_accuracy
 from labkit.train import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
                           train_vqgan)
+from labkit.utils import runs_root
 from labkit.vqgan import VQGAN
 
 CFG = get_config("smoke")
@@ -152,7 +155,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     nan_loss_at(13)
     with pytest.raises(FloatingPointError, match=r"at step 13.*step 10\) is kept"):
         train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
-    ckpt = train_module.load_checkpoint(tmp_path / "mvtm.safetensors")
+    ckpt = load_checkpoint(tmp_path / "mvtm.safetensors")
     assert ckpt.step == 10
     assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
 
@@ -164,7 +167,7 @@ def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(
     cfg = CFG.replace(mvtm_steps=20)
     tokens = structured_tokens()
     eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "every", progress=False)
-    monkeypatch.setattr(train_module, "_sync_every_step", lambda device: False)
+    monkeypatch.setattr(run_module, "_sync_every_step", lambda device: False)
     deferred, history_deferred = train_mvtm(cfg, vqgan, tokens, tmp_path / "deferred", progress=False)
     assert same_weights(eager, deferred)
     assert without_time(history) == without_time(history_deferred)
@@ -173,7 +176,7 @@ def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(
     with pytest.raises(FloatingPointError, match=r"nan .*at step 13.*step 10\) is kept"):
         train_mvtm(cfg, vqgan, tokens, tmp_path / "nan", progress=False)
     assert calls["n"] == 15          # found at the next log step (log_every = 5), not later
-    ckpt = train_module.load_checkpoint(tmp_path / "nan" / "mvtm.safetensors")
+    ckpt = load_checkpoint(tmp_path / "nan" / "mvtm.safetensors")
     assert ckpt.step == 10
 
 
@@ -192,7 +195,7 @@ def test_compiled_training_matches_eager_and_saves_the_plain_weights(tmp_path, v
         assert key == key_b and "_orig_mod" not in key
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     # the checkpoint loads into a plain MaskGit and holds what training returned
-    ckpt = train_module.load_checkpoint(tmp_path / "compiled" / "mvtm.safetensors")
+    ckpt = load_checkpoint(tmp_path / "compiled" / "mvtm.safetensors")
     plain = MaskGit(cfg, vqgan)
     ckpt.load_model("transformer", plain.transformer)
     assert same_weights(plain.transformer, compiled.transformer)
@@ -280,7 +283,7 @@ def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"vqgan.safetensors: run notebooks/00_data_and_tokenizer"):
         load_vqgan(tmp_path, CFG)
     torch.manual_seed(0)
-    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
+    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
                                  models={"vqgan": VQGAN(CFG)}, step=0)
     with pytest.raises(FileNotFoundError, match=r"python -m labkit train-mvtm --profile smoke"):
         load_maskgit(tmp_path, CFG)
@@ -288,19 +291,19 @@ def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
 
 def test_stage_two_refuses_the_tokens_of_another_tokenizer(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=5)
-    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
                                  models={"vqgan": vqgan}, step=0)
     train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
     assert isinstance(load_maskgit(tmp_path, cfg), MaskGit)
     torch.manual_seed(7)
-    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
                                  models={"vqgan": VQGAN(cfg)}, step=0)      # stage 1 retrained
     with pytest.raises(CheckpointError, match="another tokenizer"):
         load_maskgit(tmp_path, cfg)
 
 
 def test_run_dir_is_per_profile():
-    assert run_dir(CFG).as_posix() == "runs/smoke"
+    assert run_dir(CFG) == runs_root() / "smoke"
     assert run_dir(get_config("cpu"), "elsewhere").as_posix() == "elsewhere/cpu"
 
 
