@@ -432,7 +432,8 @@ def _load(path: Path, stage: str, part: str, cfg: LabConfig, allow_unfinished: b
     if not allow_unfinished:
         how = HOW_TO_TRAIN[stage].format(profile=cfg.profile)
         refuse_unfinished(str(path), finished_steps(ckpt),
-                          f"Finish it first ({how} again resumes it), or pass allow_unfinished=True.")
+                          f"Finish it first: {how} (it resumes), or pass allow_unfinished=True "
+                          "to use it as it is.")
     return ckpt
 
 
