@@ -118,6 +118,30 @@ def refuse_unfinished(what: str, progress: tuple[int, int] | None, how: str) -> 
                                    f"{progress[1]}. {how}")
 
 
+def random_streams(batch_rng: torch.Generator, device: torch.device) -> dict:
+    """Every random stream a training step draws from, so a resumed run replays them exactly:
+    the batch/mask generator, torch's global CPU generator (dead-code restarts, dropout on
+    CPU) and the CUDA generator (dropout on the GPU). A batch generator on the GPU is saved
+    under another name ("batch_cuda"): its state does not fit a CPU generator."""
+    batch_name = "batch" if batch_rng.device.type == "cpu" else f"batch_{batch_rng.device.type}"
+    generators = {batch_name: batch_rng, "torch": torch.default_generator}
+    if device.type == "cuda":
+        generators["cuda"] = torch.cuda.default_generators[device.index or torch.cuda.current_device()]
+    return generators
+
+
+def batch_generator(seed: int, device: torch.device) -> torch.Generator:
+    """Stage 2's generator of batch indices and masks, seeded with ``seed``.
+
+    On a GPU it lives on the GPU, so a step draws its batch and masks there: copying a
+    host tensor to the GPU waits for everything queued before it, which would stall the
+    loop once per step. On the CPU it is the CPU generator ``seed_everything`` returns.
+    """
+    if device.type == "cuda":
+        return torch.Generator(device).manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` inside DistributedDataParallel under torchrun, else ``model`` itself.
 
@@ -385,4 +409,4 @@ def write_summary(path: Path, cfg: LabConfig, step: int, total: int, history: li
 
 __all__ = ["TrainingRun", "TrainingInterrupted", "DataMismatchError", "UnfinishedStageError",
            "RunFolderError", "data_provenance", "check_run_folder", "finished_steps",
-           "refuse_unfinished", "wrap_ddp"]
+           "refuse_unfinished", "wrap_ddp", "random_streams", "batch_generator"]

@@ -13,17 +13,11 @@ Learning rate: linear warmup over ``cfg.warmup_steps``, then a cosine decay that
 but the course's pitfall 8 (a report gained 8 FID points by removing an aggressive decay)
 is why the rate never falls near zero.
 
-Checkpoints (``<run_dir>/<name>.safetensors``, see ``labkit.checkpoint``) hold the weights,
-the optimizer moments, every random generator the loop draws from, the step, the history
-and what the stage was trained on, and are written every ``cfg.ckpt_every`` steps, at the
-end, and when you press Ctrl-C (or Jupyter's stop button). Calling the same function again
-resumes from the file, and the resumed run ends with the same weights as an uninterrupted
-one (bit for bit on CPU). A finished checkpoint is simply loaded. ``<name>.json`` beside it
-is a small human-readable summary.
-
-Under ``torchrun`` (see ``labkit.distributed``) both loops train with
-DistributedDataParallel: the config's batch size is the global batch, each rank computes
-its slice of it, rank 0 alone writes the checkpoint, the summary and the progress bar.
+Checkpoints: ``<run_dir>/<name>.safetensors`` (and a ``.json`` summary), written every
+``cfg.ckpt_every`` steps, at the end and on Ctrl-C. Calling the same function again resumes
+from the file, and ends with the same weights as an uninterrupted run (bit for bit on CPU);
+a finished checkpoint is simply loaded. Under ``torchrun`` both loops train with
+DistributedDataParallel on slices of the global batch (see ``labkit.distributed``).
 """
 
 from __future__ import annotations
@@ -42,7 +36,8 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import LabConfig
 from .maskgit import MaskGit
 from .metrics import masked_token_accuracy, masked_token_hits
-from .run import (TrainingRun, data_provenance, finished_steps, refuse_unfinished, wrap_ddp)
+from .run import (TrainingRun, batch_generator, data_provenance, finished_steps, random_streams,
+                  refuse_unfinished, wrap_ddp)
 from .utils import atomic_path, autocast, fingerprint, get_device, run_dir, seed_everything
 from .vqgan import VQGAN, codebook_usage
 
@@ -80,30 +75,6 @@ def make_optimizer(model: nn.Module, lr: float, cfg: LabConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
-def _generators(batch_rng: torch.Generator, device: torch.device) -> dict:
-    """Every random stream a training step draws from, so a resumed run replays them exactly:
-    the batch/mask generator, torch's global CPU generator (dead-code restarts, dropout on
-    CPU) and the CUDA generator (dropout on the GPU). A batch generator on the GPU is saved
-    under another name ("batch_cuda"): its state does not fit a CPU generator."""
-    batch_name = "batch" if batch_rng.device.type == "cpu" else f"batch_{batch_rng.device.type}"
-    generators = {batch_name: batch_rng, "torch": torch.default_generator}
-    if device.type == "cuda":
-        generators["cuda"] = torch.cuda.default_generators[device.index or torch.cuda.current_device()]
-    return generators
-
-
-def _batch_generator(seed: int, device: torch.device) -> torch.Generator:
-    """Stage 2's generator of batch indices and masks, seeded with ``seed``.
-
-    On a GPU it lives on the GPU, so a step draws its batch and masks there: copying a
-    host tensor to the GPU waits for everything queued before it, which would stall the
-    loop once per step. On the CPU it is the CPU generator ``seed_everything`` returns.
-    """
-    if device.type == "cuda":
-        return torch.Generator(device).manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def as_images(images) -> torch.Tensor:
     """An ImageSet or a tensor -> float tensor (n, 3, S, S) in [0, 1], on the CPU."""
     if hasattr(images, "tensors"):
@@ -134,14 +105,15 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
     elapsed_s. ``vqgan.trained_steps`` is (steps trained, steps planned).
     """
     device = get_device(device)
-    source = data_source or getattr(images, "source", "") or "images passed as a tensor"
+    source = data_source or getattr(images, "source", "")
     images = _check_images(as_images(images), cfg)
     batch_rng = seed_everything(cfg.seed)          # also seeds the weight initialisation
     model = VQGAN(cfg).to(device)
     optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
     run = TrainingRun(cfg, Path(run_dir) / f"{name}.safetensors", "vqgan", model, optimizer,
-                      _generators(batch_rng, device), cfg.vq_steps, device=device,
-                      desc=f"stage 1 ({name})", data=data_provenance(images, source),
+                      random_streams(batch_rng, device), cfg.vq_steps, device=device,
+                      desc=f"stage 1 ({name})",
+                      data=data_provenance(images, source or f"{len(images)} images"),
                       window=("loss", "l1", "mse", "commit"), resume=resume, progress=progress,
                       stop_after=stop_after)
     if not run.finished:
@@ -154,6 +126,7 @@ def _vqgan_loop(run: TrainingRun, cfg: LabConfig, model: VQGAN, images: torch.Te
                 batch_rng: torch.Generator) -> None:
     part = distributed.shard(cfg.vq_batch_size)    # this rank's slice of the global batch
     ddp_model = wrap_ddp(model, run.device)
+    optimizer = run.optimizer
     model.train()
     with run:
         while run.more():
@@ -170,7 +143,6 @@ def _vqgan_loop(run: TrainingRun, cfg: LabConfig, model: VQGAN, images: torch.Te
             l1 = (x_rec - x).abs().mean()
             mse = (x_rec - x).pow(2).mean()
             loss = l1 + mse + commit
-            optimizer = run.optimizer
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # Every slice has the same size, so the mean of the ranks' means is the loss of
@@ -301,7 +273,8 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     cfg = cfg.replace(**{key: value for key, value in
                          (("loss", loss), ("label_smoothing", label_smoothing)) if value is not None})
     refuse_unfinished("the tokenizer", getattr(vqgan, "trained_steps", None),
-                      "Finish stage 1 first: run the same stage-1 command (or train_vqgan) again to resume it.")
+                      "Finish stage 1 first: run the same stage-1 command (or train_vqgan) again "
+                      "to resume it.")
     tokens = _check_tokens(tokens, cfg, "tokens")
     if len(tokens) == 0:
         raise ValueError("no training tokens: extract_tokens got no images")
@@ -312,11 +285,11 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     compile = device.type == "cuda" if compile is None else compile
 
     seed_everything(cfg.seed)                      # also seeds the weight initialisation
-    batch_rng = _batch_generator(cfg.seed, device)
+    batch_rng = batch_generator(cfg.seed, device)
     maskgit = MaskGit(cfg, vqgan=vqgan.eval()).to(device)
     optimizer = make_optimizer(maskgit.transformer, cfg.mvtm_lr, cfg, device)
     run = TrainingRun(cfg, path, "transformer", maskgit.transformer, optimizer,
-                      _generators(batch_rng, device), cfg.mvtm_steps, device=device,
+                      random_streams(batch_rng, device), cfg.mvtm_steps, device=device,
                       desc=f"stage 2 ({name})", data=data, window=("loss", "accuracy"),
                       resume=resume, progress=progress, stop_after=stop_after,
                       extra={"tokenizer": tokenizer},
@@ -341,6 +314,7 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
     with run:
         while run.more():
             lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total))
+            # batch: B random token grids, drawn on the device where the tokens live
             index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
                                   device=batch_rng.device)
             z = tokens[index.to(run.device)]
@@ -348,7 +322,8 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
             # tokens (cfg.loss="masked") or on all of them ("full")
             with run.first_compiled_step(compile):
                 if distributed.is_distributed():
-                    loss, loss_seen, hits, count = _mvtm_shard_step(maskgit, ddp_model, z, batch_rng, part)
+                    loss, loss_seen, hits, count = distributed.mvtm_shard_step(
+                        maskgit, ddp_model, z, batch_rng, part)
                 else:
                     with autocast(run.device):
                         logits, z, mask = trainer.forward_tokens(z, batch_rng)
@@ -367,33 +342,6 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
                 entry = run.log(lr, **val)
                 run.bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.1%}")
             run.end_step()
-
-
-def _mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
-                     batch_rng: torch.Generator, part: slice):
-    """One rank's share of an MVTM step under DDP: (loss to back-propagate, global loss,
-    global masked hits, global masked count), the last three as tensors.
-
-    z: (B, N) the global batch. The masks of the whole batch are drawn (the same numbers
-    one process draws), then this rank keeps its slice. With the masked loss the ranks
-    hold different numbers of masked tokens, so each rank's loss is its sum over the
-    global count, times world_size: DDP's gradient average then equals the gradient of
-    the global batch's loss.
-    """
-    cfg = maskgit.config
-    mask = maskgit.random_token_mask(z.shape[0], batch_rng)
-    counted = mask if cfg.loss == "masked" else torch.ones_like(mask)
-    global_count = counted.sum().clamp(min=1)
-    z, mask, counted = z[part], mask[part], counted[part]
-    with autocast(maskgit.device):
-        logits = ddp_model(z.masked_fill(mask, maskgit.mask_token_id))
-        local_mean = maskgit.loss(logits, z, mask)
-    share = counted.sum().clamp(min=1) / global_count
-    loss_value = local_mean * (share * distributed.world_size())
-    hits, count = masked_token_hits(logits, z, mask)
-    totals = distributed.all_reduce_sum(torch.stack([local_mean.detach().float() * share,
-                                                     hits.float(), count.float()]))
-    return loss_value, totals[0], totals[1], totals[2]
 
 
 def _check_tokens(tokens: torch.Tensor, cfg: LabConfig, what: str) -> torch.Tensor:
