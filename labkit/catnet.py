@@ -213,7 +213,7 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
     run = TrainingRun(cfg, path, "catnet", net, optimizer, {"batch": generator},
                       cfg.catnet_steps if steps is None else steps, device=device, desc="catnet",
                       data=data_provenance(pixels, data_source or f"{len(pixels)} labelled images"),
-                      resume=resume, progress=progress, extra=extra)
+                      window=(), resume=resume, progress=progress, extra=extra)
     if run.finished:
         return load_catnet(path, cfg, device)
     labels = {name: np.asarray(labels[name]) for name in net.attributes}
@@ -244,9 +244,9 @@ def _catnet_loop(run: TrainingRun, cfg: LabConfig, net: CatNet, pixels: torch.Te
             grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             run.check_finite(loss, grad_norm)
             run.optimizer.step()
-            run.count_step(loss=loss)
+            run.count_step()
             if run.log_due():
-                run.log(lr)
+                run.log(lr, loss=loss.item())           # this step's loss
             if run.step == run.total and val_images is not None:   # saved with the last checkpoint
                 run.extra["val"] = attribute_accuracy(net.eval(), val_images, val_labels)
                 net.train()

@@ -20,7 +20,9 @@ data, and the planned number of steps (so whether the stage finished). Resuming 
 data is refused (``DataMismatchError``); a stage whose input stopped early is refused
 (``UnfinishedStageError``).
 
-On a GPU the loss is read back only at log and checkpoint steps (each read waits for the
+``wrap_ddp`` puts a model in DistributedDataParallel under torchrun, and
+``run.first_compiled_step(compile)`` names the way out when ``torch.compile`` fails on the
+first step. On a GPU the loss is read back only at log and checkpoint steps (each read waits for the
 device to drain its queue); on the CPU at every step, so a non-finite loss stops the run at
 once. Under ``torchrun`` only rank 0 writes files and draws the progress bar.
 """
@@ -352,7 +354,9 @@ class TrainingRun:
     def count_step(self, **numbers: torch.Tensor) -> None:
         """The step is done: count it, and queue its (scalar tensor) numbers for the log."""
         self.step += 1
-        self.pending.append((tuple(numbers), torch.stack([v.detach().double() for v in numbers.values()])))
+        if numbers:
+            values = torch.stack([value.detach().double() for value in numbers.values()])
+            self.pending.append((tuple(numbers), values))
 
     def _read_back(self) -> None:
         """Move the queued numbers into the window (one wait for the device), and stop on a

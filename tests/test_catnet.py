@@ -145,6 +145,13 @@ def test_catnet_stopped_by_ctrl_c_resumes_to_the_same_weights(tmp_path, monkeypa
     assert load_catnet(tmp_path / "stopped", cfg).checkpoint_hash == full.checkpoint_hash
 
 
+def test_the_default_run_folder_is_the_shared_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
+    cfg = get_config("smoke", catnet_steps=2)
+    net = load_or_train_catnet(cfg, progress=False, data=tmp_path / "data")
+    assert load_catnet(tmp_path / "runs" / "smoke", cfg).checkpoint_hash == net.checkpoint_hash
+
+
 def test_images_without_attribute_labels_are_refused():
     images, _ = render_cats(5, range(4), SIZE)
     with pytest.raises(ValueError, match="use FID"):
