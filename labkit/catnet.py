@@ -28,7 +28,6 @@ image: a mirror flips the sign of tilt and offset_x and swaps an odd-eyed cat's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, read_header
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import LabConfig
 from .fid import Extractor, to_float_images
 from .run import TrainingRun, data_provenance, finished_steps, refuse_unfinished
@@ -294,9 +293,8 @@ def load_or_train_catnet(cfg: LabConfig, run_dir=None, device=None, progress: bo
 
 
 def _unfinished(path: Path) -> bool:
-    header = read_header(path)
-    total = json.loads(header.get("extra", "{}")).get("total")
-    return total is not None and int(header.get("step", 0)) < total
+    progress = finished_steps(load_checkpoint(path, part="catnet"))
+    return progress is not None and progress[0] < progress[1]
 
 
 def catnet_extractor(net: CatNet, device=None, batch_size: int = 256) -> Extractor:

@@ -88,7 +88,7 @@ def data_provenance(data: torch.Tensor, source: str) -> dict:
 
 
 def _describe(data: dict) -> str:
-    return f"{data.get('source') or 'unnamed data'} (fingerprint {data['fingerprint']})"
+    return f"{data.get('source') or 'unnamed data'} (fingerprint {data.get('fingerprint')})"
 
 
 def check_run_folder(folder: Path) -> None:
@@ -110,7 +110,7 @@ def finished_steps(ckpt) -> tuple[int, int] | None:
     """(step, total) of a checkpoint that records its total, else None (written before
     checkpoints recorded it: unknown, treated as usable)."""
     total = ckpt.extra.get("total")
-    return None if total is None else (ckpt.step, int(total))
+    return (ckpt.step, total) if isinstance(total, int) else None
 
 
 def refuse_unfinished(what: str, progress: tuple[int, int] | None, how: str) -> None:
@@ -273,7 +273,7 @@ class TrainingRun:
         if check is not None:
             check(ckpt)
         saved = ckpt.extra.get("data")
-        if saved is not None and saved["fingerprint"] != self.data["fingerprint"]:
+        if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.data["fingerprint"]):
             raise DataMismatchError(
                 f"{self.path} was trained on {_describe(saved)}, but this run got "
                 f"{_describe(self.data)}. Train on the new data in a new run folder (--runs DIR, "
