@@ -28,8 +28,6 @@ image: a mirror flips the sign of tilt and offset_x and swaps an odd-eyed cat's 
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import LabConfig
 from .fid import Extractor, to_float_images
+from .run import TrainingRun, data_provenance, finished_steps, refuse_unfinished
 from .toycats import ATTRIBUTES, RENDER_VERSION, mirror_labels
-from .utils import fingerprint, get_device, seed_everything
+from .train import lr_at
+from .utils import data_root, fingerprint, get_device, seed_everything
+from .utils import run_dir as default_run_dir
 
 CATNET_FILE = "catnet.safetensors"
-CATNET_LR = 2e-3
 MAX_SHIFT = 2          # pixels of random shift in training
 
 
@@ -175,24 +175,25 @@ def _targets(labels: dict, attributes: dict, device) -> dict:
 
 def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_dir=None,
                  device=None, steps: int | None = None, progress: bool = True,
-                 val_images=None, val_labels: dict | None = None, data="data") -> CatNet:
+                 val_images=None, val_labels: dict | None = None, data=None, resume: bool = True,
+                 data_source: str | None = None) -> CatNet:
     """Train CatNet on toy cats and checkpoint it.
 
     images: uint8 (n, S, S, 3); labels: {attribute: (n,)} as ``labkit.toycats`` encodes them.
-    Without them, the ``train`` split of ``cfg``'s toy cats (cached under the folder ``data``)
-    is used, and its ``val`` split for validation. The run is deterministic on a CPU for a
-    given ``cfg.seed``. With ``run_dir`` the net is saved to ``run_dir/catnet.safetensors``
-    and ``net.checkpoint_hash`` a short hash of its weights. With validation data,
-    per-attribute accuracy / error is stored in the checkpoint (``net.extra["val"]``).
+    Without them, the ``train`` split of ``cfg``'s toy cats (cached under the folder ``data``,
+    default ``labkit.utils.data_root()``) is used, and its ``val`` split for validation. The
+    run is deterministic on a CPU for a given ``cfg.seed``. With ``run_dir`` the net is
+    checkpointed to ``run_dir/catnet.safetensors`` like the other stages (every
+    ``cfg.ckpt_every`` steps, at the end and on Ctrl-C; calling again resumes, or loads a
+    finished net). ``net.checkpoint_hash`` is a short hash of its weights. With validation
+    data, per-attribute accuracy / error is stored in the checkpoint (``net.extra["val"]``).
     """
-    from tqdm.auto import tqdm
-
     if images is None:
         from .datasets import toy_cats
-        train = toy_cats(cfg, "train", root=data, progress=progress)
-        images, labels = train.images, train.labels
+        train = toy_cats(cfg, "train", root=data_root(data), progress=progress)
+        images, labels, data_source = train.images, train.labels, data_source or train.source
         if val_images is None:
-            val = toy_cats(cfg, "val", root=data, progress=progress)
+            val = toy_cats(cfg, "val", root=data_root(data), progress=progress)
             val_images, val_labels = val.images, val.labels
     missing = [name for name in ATTRIBUTES if name not in (labels or {})]
     if missing:
@@ -200,56 +201,73 @@ def train_catnet(cfg: LabConfig, images=None, labels: dict | None = None, run_di
                          f"{missing}: train it on toy cats (labkit.datasets.toy_cats); on other "
                          "images use FID instead of FD_catnet")
     device = get_device(device)
-    steps = cfg.catnet_steps if steps is None else steps
+    pixels = torch.from_numpy(np.ascontiguousarray(images))                   # uint8 (n, S, S, 3)
     generator = seed_everything(cfg.seed)
     net = CatNet(cfg).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=CATNET_LR, betas=cfg.betas,
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.catnet_lr, betas=cfg.betas,
                                   weight_decay=cfg.weight_decay)
-    pixels = torch.from_numpy(np.ascontiguousarray(images))                   # uint8 (n, S, S, 3)
-    labels = {name: np.asarray(labels[name]) for name in net.attributes}
-    metrics, start = [], time.perf_counter()
-    net.train()
-    for step in tqdm(range(1, steps + 1), desc="catnet", disable=not progress):
-        index = torch.randint(len(pixels), (cfg.catnet_batch_size,), generator=generator)
-        flip = torch.rand(cfg.catnet_batch_size, generator=generator) < 0.5
-        shift = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (cfg.catnet_batch_size, 2), generator=generator)
-        batch, batch_labels = augment(to_float_images(pixels[index]),
-                                      {k: v[index.numpy()] for k, v in labels.items()}, flip, shift)
-        # Cosine decay to 10 % of the rate: a net that ends calm gives stable features.
-        for group in optimizer.param_groups:
-            group["lr"] = CATNET_LR * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / steps)))
-        loss, _ = catnet_loss(net(batch.to(device)), _targets(batch_labels, net.attributes, device),
-                              net.attributes)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if step % cfg.log_every == 0 or step == steps:
-            metrics.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start})
-    net.eval()
+    path = None if run_dir is None else Path(run_dir) / CATNET_FILE
     extra = {"attributes": {name: [kind, list(values)] for name, (kind, values) in net.attributes.items()},
              "feature_dim": net.feature_dim, "render_version": RENDER_VERSION}
-    if val_images is not None:
-        extra["val"] = attribute_accuracy(net, val_images, val_labels)
-    if run_dir is not None:
-        save_checkpoint(Path(run_dir) / CATNET_FILE, part="catnet", config=cfg,
-                        models={"catnet": net}, step=steps, metrics=metrics, extra=extra)
+    run = TrainingRun(cfg, path, "catnet", net, optimizer, {"batch": generator},
+                      cfg.catnet_steps if steps is None else steps, device=device, desc="catnet",
+                      data=data_provenance(pixels, data_source or f"{len(pixels)} labelled images"),
+                      window=(), resume=resume, progress=progress, extra=extra)
+    if run.finished:
+        return load_catnet(path, cfg, device)
+    labels = {name: np.asarray(labels[name]) for name in net.attributes}
+    _catnet_loop(run, cfg, net, pixels, labels, generator, val_images, val_labels)
     net.checkpoint_hash = fingerprint(net)[:12]
-    net.metrics, net.extra = metrics, extra
-    return net
+    net.metrics, net.extra = run.history, run.extra
+    return net.eval()
 
 
-def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
+def _catnet_loop(run: TrainingRun, cfg: LabConfig, net: CatNet, pixels: torch.Tensor, labels: dict,
+                 generator: torch.Generator, val_images, val_labels) -> None:
+    net.train()
+    with run:
+        while run.more():
+            # cosine decay to 10 % of the rate, no warmup: a net that ends calm gives stable features
+            lr = run.set_lr(lr_at(run.step, cfg.catnet_lr, 0, run.total))
+            # batch: random cats, mirrored and shifted, their labels changed to match
+            index = torch.randint(len(pixels), (cfg.catnet_batch_size,), generator=generator)
+            flip = torch.rand(cfg.catnet_batch_size, generator=generator) < 0.5
+            shift = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (cfg.catnet_batch_size, 2), generator=generator)
+            batch, batch_labels = augment(to_float_images(pixels[index]),
+                                          {k: v[index.numpy()] for k, v in labels.items()}, flip, shift)
+            # loss = mean over attributes of CE (categorical) or MSE (continuous, normalised)
+            loss, _ = catnet_loss(net(batch.to(run.device)),
+                                  _targets(batch_labels, net.attributes, run.device), net.attributes)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            run.check_finite(loss, grad_norm)
+            run.optimizer.step()
+            run.count_step()
+            if run.log_due():
+                run.log(lr, loss=loss.item())           # this step's loss
+            if run.step == run.total and val_images is not None:   # saved with the last checkpoint
+                run.extra["val"] = attribute_accuracy(net.eval(), val_images, val_labels)
+                net.train()
+            run.end_step()
+
+
+def load_catnet(path, cfg: LabConfig | None = None, device=None, allow_unfinished: bool = False) -> CatNet:
     """A trained CatNet from ``path`` (the file, or the run folder holding catnet.safetensors).
 
     ``net.checkpoint_hash`` is a short hash of the weights (not of the file, whose metadata
     holds training times), to record beside every FD_catnet: the same weights, trained
-    twice, give the same hash.
+    twice, give the same hash. A net whose training stopped early is refused unless
+    ``allow_unfinished``.
     """
     path = Path(path)
     if path.is_dir():
         path = path / CATNET_FILE
     checkpoint = load_checkpoint(path, part="catnet", config=cfg)
+    if not allow_unfinished:
+        refuse_unfinished(str(path), finished_steps(checkpoint),
+                          "Finish it first: train_catnet (or load_or_train_catnet) with the same "
+                          "run folder resumes it; or pass allow_unfinished=True.")
     attributes = {name: (kind, tuple(values))
                   for name, (kind, values) in checkpoint.extra["attributes"].items()}
     if attributes != ATTRIBUTES or checkpoint.extra.get("render_version") != RENDER_VERSION:
@@ -264,13 +282,19 @@ def load_catnet(path, cfg: LabConfig | None = None, device=None) -> CatNet:
 
 
 def load_or_train_catnet(cfg: LabConfig, run_dir=None, device=None, progress: bool = True,
-                         data="data") -> CatNet:
-    """The profile's CatNet from ``runs/<profile>/catnet.safetensors`` (or ``run_dir``),
-    trained there first if missing, on the toy cats cached under the folder ``data``."""
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / cfg.profile
-    if not (run_dir / CATNET_FILE).is_file():
-        train_catnet(cfg, run_dir=run_dir, device=device, progress=progress, data=data)
-    return load_catnet(run_dir, cfg, device)
+                         data=None) -> CatNet:
+    """The profile's CatNet from ``<run_dir>/catnet.safetensors`` (default
+    ``labkit.utils.run_dir(cfg)``), trained (or resumed) there first if missing or
+    unfinished, on the toy cats cached under the folder ``data``."""
+    path = Path(run_dir if run_dir is not None else default_run_dir(cfg)) / CATNET_FILE
+    if not path.is_file() or _unfinished(path):
+        train_catnet(cfg, run_dir=path.parent, device=device, progress=progress, data=data)
+    return load_catnet(path, cfg, device)
+
+
+def _unfinished(path: Path) -> bool:
+    progress = finished_steps(load_checkpoint(path, part="catnet"))
+    return progress is not None and progress[0] < progress[1]
 
 
 def catnet_extractor(net: CatNet, device=None, batch_size: int = 256) -> Extractor:

@@ -7,8 +7,8 @@ variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). ``init`` joi
 into one process group; without torchrun everything here is a no-op and training runs
 in one process exactly as before.
 
-How labkit splits the work (see ``labkit.train``): the config's batch size is the
-*global* batch. Every rank draws the same batch indices (and masks) from the same seeded
+How labkit splits the work (see ``labkit.train``, and ``mvtm_shard_step`` below): the
+config's batch size is the *global* batch. Every rank draws the same batch indices (and masks) from the same seeded
 generator, then keeps its own contiguous slice of ``batch / world_size`` examples, so N
 processes train on exactly the batch one process would, and the same config gives the
 same run on 1 or N GPUs (up to floating-point rounding). DDP averages the gradients;
@@ -20,9 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from .metrics import masked_token_hits
+from .utils import autocast
+
+if TYPE_CHECKING:
+    from .maskgit import MaskGit
 
 
 def is_distributed() -> bool:
@@ -142,6 +150,35 @@ def main_first():
         dist.barrier()
 
 
+# ----------------------------------------------------------------------------- stage 2's step
+
+def mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
+                    batch_rng: torch.Generator, part: slice):
+    """One rank's share of an MVTM step under DDP: (loss to back-propagate, global loss,
+    global masked hits, global masked count), the last three as tensors.
+
+    z: (B, N) the global batch. The masks of the whole batch are drawn (the same numbers
+    one process draws), then this rank keeps its slice. With the masked loss the ranks
+    hold different numbers of masked tokens, so each rank's loss is its sum over the
+    global count, times world_size: DDP's gradient average then equals the gradient of
+    the global batch's loss.
+    """
+    cfg = maskgit.config
+    mask = maskgit.random_token_mask(z.shape[0], batch_rng)
+    counted = mask if cfg.loss == "masked" else torch.ones_like(mask)
+    global_count = counted.sum().clamp(min=1)
+    z, mask, counted = z[part], mask[part], counted[part]
+    with autocast(maskgit.device):
+        logits = ddp_model(z.masked_fill(mask, maskgit.mask_token_id))
+        local_mean = maskgit.loss(logits, z, mask)
+    share = counted.sum().clamp(min=1) / global_count
+    loss_value = local_mean * (share * world_size())
+    hits, count = masked_token_hits(logits, z, mask)
+    totals = all_reduce_sum(torch.stack([local_mean.detach().float() * share,
+                                         hits.float(), count.float()]))
+    return loss_value, totals[0], totals[1], totals[2]
+
+
 __all__ = ["init", "cleanup", "is_distributed", "is_main", "rank", "world_size", "seed_rank",
            "shard", "all_reduce_sum", "all_gather_cat", "broadcast", "any_rank", "barrier",
-           "main_first", "launched_by_torchrun"]
+           "main_first", "launched_by_torchrun", "mvtm_shard_step"]

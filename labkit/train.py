@@ -4,51 +4,41 @@
     tokens = extract_tokens(vqgan, images, cfg, cache_path=...)      # (n, N) ids, encoded once
     maskgit, history = train_mvtm(cfg, vqgan, tokens, run_dir(cfg))  # stage 2: the transformer
 
-Both loops are plain ``while step < total`` loops (nanoGPT style) that share a few small
-helpers: the learning-rate schedule, the optimizer, the checkpoint and the interrupt guard.
+Each loop is a plain ``while`` loop (nanoGPT style): learning rate -> batch -> loss ->
+backward -> clip -> step -> log. The plumbing around it (resume, checkpoints, Ctrl-C, the
+NaN watch, the log and the progress bar) is ``labkit.run.TrainingRun``.
 
 Learning rate: linear warmup over ``cfg.warmup_steps``, then a cosine decay that stops at
 ``MIN_LR_RATIO`` (10 %) of the peak instead of 0. A short run ends better with some decay,
 but the course's pitfall 8 (a report gained 8 FID points by removing an aggressive decay)
 is why the rate never falls near zero.
 
-Checkpoints (``<run_dir>/<name>.safetensors``, see ``labkit.checkpoint``) hold the weights,
-the optimizer moments, every random generator the loop draws from, the step and the
-history, and are written every ``cfg.ckpt_every`` steps, at the end, and when you press
-Ctrl-C (or Jupyter's stop button). Calling the same function again resumes from the file,
-and the resumed run ends with the same weights as an uninterrupted one (bit for bit on
-CPU). A finished checkpoint is simply loaded. ``<name>.json`` beside it is a small
-human-readable summary.
-
-Under ``torchrun`` (see ``labkit.distributed``) both loops train with
-DistributedDataParallel: the config's batch size is the global batch, each rank computes
-its slice of it, rank 0 alone writes the checkpoint, the summary and the progress bar.
+Checkpoints: ``<run_dir>/<name>.safetensors`` (and a ``.json`` summary), written every
+``cfg.ckpt_every`` steps, at the end and on Ctrl-C. Calling the same function again resumes
+from the file, and ends with the same weights as an uninterrupted run (bit for bit on CPU);
+a finished checkpoint is simply loaded. Under ``torchrun`` both loops train with
+DistributedDataParallel on slices of the global batch (see ``labkit.distributed``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import threading
-import time
-import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import LabConfig
 from .maskgit import MaskGit
 from .metrics import masked_token_accuracy, masked_token_hits
-from .utils import autocast, fingerprint, get_device, seed_everything
+from .run import (TrainingRun, batch_generator, data_provenance, finished_steps, random_streams,
+                  refuse_unfinished, wrap_ddp)
+from .utils import atomic_path, autocast, fingerprint, get_device, run_dir, seed_everything
 from .vqgan import VQGAN, codebook_usage
 
 MIN_LR_RATIO = 0.1
@@ -57,11 +47,6 @@ HOW_TO_TRAIN = {
     "vqgan": "run notebooks/00_data_and_tokenizer.ipynb or `python -m labkit train-tokenizer --profile {profile}`",
     "mvtm": "run notebooks/02_train_mvtm.ipynb or `python -m labkit train-mvtm --profile {profile}`",
 }
-
-
-def run_dir(cfg: LabConfig, root: str | Path = "runs") -> Path:
-    """Where a profile's checkpoints, caches and figures live: ``runs/<profile>``."""
-    return Path(root) / cfg.profile
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -90,36 +75,6 @@ def make_optimizer(model: nn.Module, lr: float, cfg: LabConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
-def _generators(batch_rng: torch.Generator, device: torch.device) -> dict:
-    """Every random stream a training step draws from, so a resumed run replays them exactly:
-    the batch/mask generator, torch's global CPU generator (dead-code restarts, dropout on
-    CPU) and the CUDA generator (dropout on the GPU). A batch generator on the GPU is saved
-    under another name ("batch_cuda"): its state does not fit a CPU generator."""
-    batch_name = "batch" if batch_rng.device.type == "cpu" else f"batch_{batch_rng.device.type}"
-    generators = {batch_name: batch_rng, "torch": torch.default_generator}
-    if device.type == "cuda":
-        generators["cuda"] = torch.cuda.default_generators[device.index or torch.cuda.current_device()]
-    return generators
-
-
-def _batch_generator(seed: int, device: torch.device) -> torch.Generator:
-    """Stage 2's generator of batch indices and masks, seeded with ``seed``.
-
-    On a GPU it lives on the GPU, so a step draws its batch and masks there: copying a
-    host tensor to the GPU waits for everything queued before it, which would stall the
-    loop once per step. On the CPU it is the CPU generator ``seed_everything`` returns.
-    """
-    if device.type == "cuda":
-        return torch.Generator(device).manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def _sync_every_step(device: torch.device) -> bool:
-    """Read the loss back and check it at every step (CPU), or only at log and checkpoint
-    steps (GPU: each read waits for the device's queue to drain)."""
-    return device.type != "cuda"
-
-
 def as_images(images) -> torch.Tensor:
     """An ImageSet or a tensor -> float tensor (n, 3, S, S) in [0, 1], on the CPU."""
     if hasattr(images, "tensors"):
@@ -131,143 +86,81 @@ def as_images(images) -> torch.Tensor:
     return images.float().cpu()
 
 
-class _InterruptGuard:
-    """Hold Ctrl-C (or Jupyter's stop button) until the current step has finished.
-
-    A step changes the weights, the optimizer, the codebook and the random generators;
-    an interrupt in the middle would checkpoint a state that no uninterrupted run ever
-    passes through. So the first Ctrl-C only sets ``requested`` and the loop stops at the
-    end of the step; a second Ctrl-C stops at once, without saving.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self.forced = False
-        self.installed = False
-        self.previous = None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            self.forced = True
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this step (press Ctrl-C again to stop at once, without saving)")
-
-    def __enter__(self):
-        # Signal handlers can only be installed from the main thread.
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-            self.installed = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous if self.previous is not None
-                          else signal.default_int_handler)
-        return False
-
-
-class _FiniteWatch:
-    """Remembers the first step whose loss or gradient norm was not finite.
-
-    ``note`` queues a few tensor operations and reads nothing back, so on a GPU the loop
-    does not wait for the device; ``check`` reads the record and raises. The loops check
-    before every checkpoint, so no checkpoint ever holds what came of a non-finite step
-    and the last good one is kept; on the CPU they check at every step.
-    """
-
-    def __init__(self, name: str, path: Path, device: torch.device):
-        self.name, self.path = name, path
-        self.record = torch.zeros(3, dtype=torch.float64, device=device)   # step, loss, grad norm
-
-    def note(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        values = torch.stack([torch.full((), step, dtype=torch.float64, device=self.record.device),
-                              loss.detach().double(), grad_norm.detach().double()])
-        first_bad = ~values[1:].isfinite().all() & (self.record[0] == 0)
-        self.record = torch.where(first_bad, values, self.record)
-
-    def check(self) -> None:
-        step, loss, grad_norm = self.record.tolist()
-        if step:
-            kept = (f"the last good checkpoint {self.path} (step {read_header(self.path)['step']}) is kept"
-                    if self.path.is_file() else "no checkpoint was written yet")
-            raise FloatingPointError(
-                f"{self.name}: the loss became {loss} (gradient norm {grad_norm}) at step "
-                f"{int(step)}; {kept}. Lower the learning rate or raise warmup_steps, then train again.")
-
-
-def _write_json(path: Path, cfg: LabConfig, step: int, total: int, history: list, extra: dict):
-    """The human-readable summary beside a checkpoint (written atomically too)."""
-    summary = {"step": step, "total_steps": total, "finished": step >= total,
-               "final": history[-1] if history else None, "config": cfg.to_dict(), **extra}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _resume(path: Path, part: str, cfg: LabConfig, model: nn.Module, optimizer, generators: dict,
-            resume: bool):
-    """Load ``path`` into the model, optimizer and generators if it exists and ``resume``.
-
-    Returns the checkpoint, or None when training starts from scratch. A checkpoint
-    written on another kind of device lacks some random streams (or has ones this device
-    does not use): the missing ones restart from the seed and the step, with a warning.
-    """
-    if not (resume and path.is_file()):
-        return None
-    ckpt = load_checkpoint(path, part=part, config=cfg, map_location="cpu")
-    ckpt.load_model(part, model)
-    ckpt.load_optimizer(optimizer)
-    missing = []
-    for name, generator in generators.items():
-        if f"rng.{name}" in ckpt.tensors:
-            generator.set_state(ckpt.rng_state(name))
-        else:
-            generator.manual_seed(cfg.seed + ckpt.step)
-            missing.append(name)
-    if missing:
-        warnings.warn(f"{path} was written on another kind of device: the random streams "
-                      f"{missing} restart from the seed at step {ckpt.step}. Training goes on "
-                      "from the saved weights, but does not replay an uninterrupted run exactly.",
-                      stacklevel=3)
-    return ckpt
-
-
-def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` inside DistributedDataParallel under torchrun, else ``model`` itself.
-
-    The VQGAN's codebook buffers are kept in step by the quantiser's own all-reduce, so
-    DDP need not broadcast buffers at every forward.
-    """
-    if not distributed.is_distributed():
-        return model
-    on_gpu = device.type == "cuda" and device.index is not None
-    return DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None,
-                                   forward_sync_buffers=False)
-
-
-def _window_means(window: dict) -> dict:
-    return {key: sum(values) / len(values) for key, values in window.items() if values}
-
-
 # ----------------------------------------------------------------------------- stage 1
 
 def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume: bool = True,
-                progress: bool = True, name: str = "vqgan", stop_after: int | None = None):
+                progress: bool = True, name: str = "vqgan", stop_after: int | None = None,
+                data_source: str | None = None):
     """Train the VQGAN tokenizer on ``images`` ((n, 3, S, S) in [0, 1] or an ImageSet).
 
     Loss = L1 + MSE of the reconstruction + the commitment term (the codebook itself is
     updated by EMA inside the quantiser). Batches of ``cfg.vq_batch_size`` random images,
     each flipped left-right with probability 1/2. ``stop_after=k`` stops (with a
-    checkpoint) after step k, as if interrupted there.
+    checkpoint) after step k, as if interrupted there. The checkpoint records the images'
+    fingerprint and source (``data_source``, default the ImageSet's ``source``): resuming
+    it with other images raises ``labkit.run.DataMismatchError``.
 
     Returns ``(vqgan in eval mode, history)``; ``history`` is a list of dicts, one per
     ``cfg.log_every`` steps: step, loss, l1, mse, commit, lr, used_fraction, perplexity,
-    elapsed_s.
+    elapsed_s. ``vqgan.trained_steps`` is (steps trained, steps planned).
     """
     device = get_device(device)
-    images = as_images(images)
+    source = data_source or getattr(images, "source", "")
+    images = _check_images(as_images(images), cfg)
+    batch_rng = seed_everything(cfg.seed)          # also seeds the weight initialisation
+    model = VQGAN(cfg).to(device)
+    optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
+    run = TrainingRun(cfg, Path(run_dir) / f"{name}.safetensors", "vqgan", model, optimizer,
+                      random_streams(batch_rng, device), cfg.vq_steps, device=device,
+                      desc=f"stage 1 ({name})",
+                      data=data_provenance(images, source or f"{len(images)} images"),
+                      window=("loss", "l1", "mse", "commit"), resume=resume, progress=progress,
+                      stop_after=stop_after)
+    if not run.finished:
+        _vqgan_loop(run, cfg, model, images, batch_rng)
+    model.trained_steps = (run.step, run.total)
+    return model.eval(), run.history
+
+
+def _vqgan_loop(run: TrainingRun, cfg: LabConfig, model: VQGAN, images: torch.Tensor,
+                batch_rng: torch.Generator) -> None:
+    part = distributed.shard(cfg.vq_batch_size)    # this rank's slice of the global batch
+    ddp_model = wrap_ddp(model, run.device)
+    optimizer = run.optimizer
+    model.train()
+    with run:
+        while run.more():
+            lr = run.set_lr(lr_at(run.step, cfg.vq_lr, cfg.warmup_steps, run.total))
+            # batch: B random images, each mirrored left-right with probability 1/2
+            index = torch.randint(0, len(images), (cfg.vq_batch_size,), generator=batch_rng)
+            flip = torch.rand(cfg.vq_batch_size, generator=batch_rng) < 0.5
+            x = images[index[part]]
+            x = torch.where(flip[part, None, None, None], x.flip(-1), x).to(run.device)
+            # loss = |x_rec - x| + (x_rec - x)^2 + beta ||z_e - sg(z_q)||^2   (means)
+            with autocast(run.device):
+                x_rec, indices, commit = ddp_model(x)
+            x_rec = x_rec.float()
+            l1 = (x_rec - x).abs().mean()
+            mse = (x_rec - x).pow(2).mean()
+            loss = l1 + mse + commit
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # Every slice has the same size, so the mean of the ranks' means is the loss of
+            # the global batch (the logged and NaN-checked numbers).
+            losses = distributed.all_reduce_sum(
+                torch.stack([loss, l1, mse, commit]).detach()) / distributed.world_size()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            run.check_finite(losses[0], grad_norm)
+            optimizer.step()
+            run.count_step(loss=losses[0], l1=losses[1], mse=losses[2], commit=losses[3])
+            if run.log_due():
+                usage = codebook_usage(distributed.all_gather_cat(indices), cfg.num_codebook_vectors)
+                entry = run.log(lr, used_fraction=usage["used_fraction"], perplexity=usage["perplexity"])
+                run.bar.set_postfix(loss=f"{entry['loss']:.4f}", codes=f"{usage['used_fraction']:.0%}")
+            run.end_step()
+
+
+def _check_images(images: torch.Tensor, cfg: LabConfig) -> torch.Tensor:
     if images.shape[-1] != cfg.image_size:
         raise ValueError(f"images are {images.shape[-1]}x{images.shape[-1]} but profile "
                          f"{cfg.profile!r} works on {cfg.image_size}x{cfg.image_size}: load them "
@@ -276,94 +169,7 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, device=None, resume
                          f"image_size={images.shape[-1]})")
     if len(images) == 0:
         raise ValueError("no training images: the image set is empty")
-    path = Path(run_dir) / f"{name}.safetensors"
-    total = cfg.vq_steps
-
-    batch_rng = seed_everything(cfg.seed)          # also seeds the weight initialisation
-    model = VQGAN(cfg).to(device)
-    optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
-    generators = _generators(batch_rng, device)
-    ckpt = _resume(path, "vqgan", cfg, model, optimizer, generators, resume)
-    step = ckpt.step if ckpt else 0
-    distributed.seed_rank(cfg.seed, step)
-    part = distributed.shard(cfg.vq_batch_size)
-    history = ckpt.metrics if ckpt else []
-    state = ckpt.extra if ckpt else {}
-    window = state.get("window", {"loss": [], "l1": [], "mse": [], "commit": []})
-    if step >= total:
-        return model.eval(), history
-    ddp_model = _wrap_ddp(model, device)
-
-    def save():
-        if distributed.is_main():
-            extra = {"window": window, "elapsed_s": elapsed()}
-            save_checkpoint(path, part="vqgan", config=cfg, models={"vqgan": model}, step=step,
-                            optimizer=optimizer, generators=generators, metrics=history, extra=extra)
-            _write_json(path.with_suffix(".json"), cfg, step, total, history, {"elapsed_s": elapsed()})
-        distributed.barrier()        # no rank reads the file (to resume) before it is written
-
-    start = time.perf_counter() - state.get("elapsed_s", 0.0)
-    elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
-    model.train()
-    watch = _FiniteWatch(f"stage 1 ({name})", path, device)
-    bar = tqdm(total=total, initial=step, desc=f"stage 1 ({name})",
-               disable=not (progress and distributed.is_main()))
-    with _InterruptGuard() as guard:
-        try:
-            while step < total:
-                lr = lr_at(step, cfg.vq_lr, cfg.warmup_steps, total)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                index = torch.randint(0, len(images), (cfg.vq_batch_size,), generator=batch_rng)
-                flip = torch.rand(cfg.vq_batch_size, generator=batch_rng) < 0.5
-                x = images[index[part]]
-                x = torch.where(flip[part, None, None, None], x.flip(-1), x).to(device)
-
-                with autocast(device):
-                    x_rec, indices, commit = ddp_model(x)
-                x_rec = x_rec.float()
-                l1 = (x_rec - x).abs().mean()
-                mse = (x_rec - x).pow(2).mean()
-                loss = l1 + mse + commit
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # Every slice has the same size, so the mean of the ranks' means is the
-                # loss of the global batch (the logged and NaN-checked numbers).
-                losses = distributed.all_reduce_sum(
-                    torch.stack([loss, l1, mse, commit]).detach()) / distributed.world_size()
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                watch.note(step + 1, losses[0], grad_norm)
-                watch.check()
-                optimizer.step()
-                step += 1
-
-                for key, value in zip(("loss", "l1", "mse", "commit"), losses.tolist()):
-                    window[key].append(value)
-                if step % cfg.log_every == 0 or step == total:
-                    usage = codebook_usage(distributed.all_gather_cat(indices), cfg.num_codebook_vectors)
-                    history.append({"step": step, **_window_means(window), "lr": lr,
-                                    "used_fraction": usage["used_fraction"],
-                                    "perplexity": usage["perplexity"], "elapsed_s": elapsed()})
-                    window = {key: [] for key in window}
-                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}",
-                                    codes=f"{usage['used_fraction']:.0%}")
-                if step % cfg.ckpt_every == 0 or step == total or step == stop_after:
-                    save()
-                bar.update(1)
-                if distributed.any_rank(guard.requested, losses.device):
-                    raise KeyboardInterrupt
-                if step == stop_after:
-                    break
-        except KeyboardInterrupt:
-            if not guard.forced:
-                save()
-                if distributed.is_main():
-                    print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
-                          "call train_vqgan again to resume")
-            raise
-        finally:
-            bar.close()
-    return model.eval(), history
+    return images
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -395,13 +201,8 @@ def extract_tokens(vqgan: VQGAN, images, cfg: LabConfig, cache_path: str | Path 
     vqgan.train(was_training)
     tokens = torch.cat(chunks).long() if chunks else torch.zeros(0, cfg.num_image_tokens).long()
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(cache_path) as tmp:
             save_file({"tokens": tokens.contiguous()}, str(tmp), metadata=keys)
-            os.replace(tmp, cache_path)
-        finally:
-            tmp.unlink(missing_ok=True)
     return tokens
 
 
@@ -444,7 +245,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
                resume: bool = True, progress: bool = True, name: str = "mvtm",
                loss: str | None = None, label_smoothing: float | None = None,
                val_tokens: torch.Tensor | None = None, stop_after: int | None = None,
-               compile: bool | None = None):
+               compile: bool | None = None, data_source: str | None = None):
     """Train the bidirectional transformer of ``MaskGit(cfg, vqgan)`` with MVTM.
 
     tokens: (n, N) token grids from ``extract_tokens``. Each step takes a random batch,
@@ -452,7 +253,10 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     (``loss="masked"``: masked positions only; ``"full"``: all positions; both override
     ``cfg.loss`` / ``cfg.label_smoothing`` when given). ``val_tokens`` (optional) are
     scored every ``cfg.log_every`` steps. ``stop_after=k`` stops (with a checkpoint)
-    after step k, as if interrupted there.
+    after step k, as if interrupted there. The checkpoint records the tokens' fingerprint,
+    their source (``data_source``) and the tokenizer's: resuming with other tokens raises
+    ``labkit.run.DataMismatchError``; a tokenizer that stopped before its last step
+    (``vqgan.trained_steps``) raises ``labkit.run.UnfinishedStageError``.
 
     The fast path: the tokens stay on the device; on a GPU the batch and its masks are
     drawn there, bf16 autocast is on, and the loss is read back (and checked) only at log
@@ -468,162 +272,76 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     device = get_device(device)
     cfg = cfg.replace(**{key: value for key, value in
                          (("loss", loss), ("label_smoothing", label_smoothing)) if value is not None})
+    refuse_unfinished("the tokenizer", getattr(vqgan, "trained_steps", None),
+                      "Finish stage 1 first: run the same stage-1 command (or train_vqgan) again "
+                      "to resume it.")
     tokens = _check_tokens(tokens, cfg, "tokens")
     if len(tokens) == 0:
         raise ValueError("no training tokens: extract_tokens got no images")
     val_tokens = None if val_tokens is None else _check_tokens(val_tokens, cfg, "val_tokens")[:VAL_SUBSET]
     path = Path(run_dir) / f"{name}.safetensors"
-    total = cfg.mvtm_steps
     tokenizer = fingerprint(vqgan)
+    data = data_provenance(tokens, data_source or f"{len(tokens)} token grids")
     compile = device.type == "cuda" if compile is None else compile
 
     seed_everything(cfg.seed)                      # also seeds the weight initialisation
-    batch_rng = _batch_generator(cfg.seed, device)
+    batch_rng = batch_generator(cfg.seed, device)
     maskgit = MaskGit(cfg, vqgan=vqgan.eval()).to(device)
-    model = maskgit.transformer
-    optimizer = make_optimizer(model, cfg.mvtm_lr, cfg, device)
-    generators = _generators(batch_rng, device)
-    ckpt = _resume(path, "transformer", cfg, model, optimizer, generators, resume)
-    if ckpt is not None:
-        _check_tokenizer(ckpt, tokenizer, path)
-    step = ckpt.step if ckpt else 0
-    distributed.seed_rank(cfg.seed, step)
-    part = distributed.shard(cfg.mvtm_batch_size)
-    history = ckpt.metrics if ckpt else []
-    state = ckpt.extra if ckpt else {}
-    window = state.get("window", {"loss": [], "accuracy": []})
-    if step >= total:
-        return maskgit.eval(), history
-    ddp_model = _wrap_ddp(model, device)
+    optimizer = make_optimizer(maskgit.transformer, cfg.mvtm_lr, cfg, device)
+    run = TrainingRun(cfg, path, "transformer", maskgit.transformer, optimizer,
+                      random_streams(batch_rng, device), cfg.mvtm_steps, device=device,
+                      desc=f"stage 2 ({name})", data=data, window=("loss", "accuracy"),
+                      resume=resume, progress=progress, stop_after=stop_after,
+                      extra={"tokenizer": tokenizer},
+                      check=lambda ckpt: _check_tokenizer(ckpt, tokenizer, path))
+    if not run.finished:
+        _mvtm_loop(run, cfg, maskgit, tokens.to(device), batch_rng, val_tokens, compile)
+    return maskgit.eval(), run.history
+
+
+def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch.Tensor,
+               batch_rng: torch.Generator, val_tokens: torch.Tensor | None, compile: bool) -> None:
+    model, optimizer = maskgit.transformer, run.optimizer
+    part = distributed.shard(cfg.mvtm_batch_size)  # this rank's slice of the global batch
+    ddp_model = wrap_ddp(model, run.device)
     # The step runs through ``trainer`` (the same weights, maybe compiled); ``maskgit`` and
     # ``model`` stay plain modules, for evaluation, checkpoints and the caller.
-    trainer = MaskGit(cfg, vqgan, torch.compile(model)) if compile else maskgit
+    trainer = MaskGit(cfg, maskgit.vqgan, torch.compile(model)) if compile else maskgit
     if compile and ddp_model is not model:
         ddp_model = torch.compile(ddp_model)
-    sync_every_step = _sync_every_step(device)
-    compiling = compile          # until the first compiled forward has run
-    pending = []     # (loss, masked hits, masked count) of the steps not read back yet
-
-    def read_back():
-        """Move the pending steps' numbers into the window (one wait for the device)."""
-        if pending:
-            for loss_seen, hits, count in torch.stack(pending).tolist():
-                window["loss"].append(loss_seen)
-                window["accuracy"].append(hits / count if count else float("nan"))
-            pending.clear()
-        watch.check()
-
-    def save():
-        read_back()          # never checkpoint what came of a non-finite step
-        if distributed.is_main():
-            extra = {"window": window, "elapsed_s": elapsed(), "tokenizer": tokenizer}
-            save_checkpoint(path, part="transformer", config=cfg, models={"transformer": model},
-                            step=step, optimizer=optimizer, generators=generators, metrics=history,
-                            extra=extra)
-            _write_json(path.with_suffix(".json"), cfg, step, total, history,
-                        {"elapsed_s": elapsed(), "tokenizer": tokenizer})
-        distributed.barrier()        # no rank reads the file (to resume) before it is written
-
-    start = time.perf_counter() - state.get("elapsed_s", 0.0)
-    elapsed = lambda: time.perf_counter() - start   # noqa: E731  (seconds, across resumes)
     maskgit.train()
-    vqgan.eval()
-    tokens = tokens.to(device)
-    watch = _FiniteWatch(f"stage 2 ({name})", path, device)
-    bar = tqdm(total=total, initial=step, desc=f"stage 2 ({name})",
-               disable=not (progress and distributed.is_main()))
-    with _InterruptGuard() as guard:
-        try:
-            while step < total:
-                lr = lr_at(step, cfg.mvtm_lr, cfg.warmup_steps, total)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
-                                      device=batch_rng.device)
-                z = tokens[index.to(device)]
-
-                try:
-                    if distributed.is_distributed():
-                        loss_value, loss_seen, hits, count = _mvtm_shard_step(
-                            maskgit, ddp_model, z, batch_rng, part)
-                    else:
-                        with autocast(device):
-                            logits, z, mask = trainer.forward_tokens(z, batch_rng)
-                            loss_value = trainer.loss(logits, z, mask)
-                        loss_seen = loss_value.detach()
-                        hits, count = masked_token_hits(logits, z, mask)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_value.backward()            # compiles the backward graph, the first time
-                    compiling = False
-                except Exception as error:
-                    if compiling:
-                        reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-                        raise RuntimeError(f"the first training step under torch.compile failed ({reason}). "
-                                           "If the compiler is the cause, train without it: "
-                                           "train_mvtm(..., compile=False) or "
-                                           "`python -m labkit train-mvtm --no-compile`") from error
-                    raise
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                watch.note(step + 1, loss_seen, grad_norm)
-                if sync_every_step:
-                    watch.check()
-                optimizer.step()
-                step += 1
-                pending.append(torch.stack([loss_seen.double(), hits.double(), count.double()]))
-
-                if step % cfg.log_every == 0 or step == total:
-                    read_back()
-                    entry = {"step": step, **_window_means(window), "lr": lr}
-                    if val_tokens is not None and distributed.is_main():
-                        entry.update(evaluate_mvtm(maskgit, val_tokens, cfg))
-                    entry["elapsed_s"] = elapsed()
-                    history.append(entry)
-                    window = {key: [] for key in window}
-                    bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.1%}")
-                if step % cfg.ckpt_every == 0 or step == total or step == stop_after:
-                    save()
-                bar.update(1)
-                if distributed.any_rank(guard.requested, loss_seen.device):
-                    raise KeyboardInterrupt
-                if step == stop_after:
-                    break
-        except KeyboardInterrupt:
-            if not guard.forced:
-                save()
-                if distributed.is_main():
-                    print(f"interrupted: checkpoint saved at {path} (step {step}/{total}); "
-                          "call train_mvtm again to resume")
-            raise
-        finally:
-            bar.close()
-    return maskgit.eval(), history
-
-
-def _mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
-                     batch_rng: torch.Generator, part: slice):
-    """One rank's share of an MVTM step under DDP: (loss to back-propagate, global loss,
-    global masked hits, global masked count), the last three as tensors.
-
-    z: (B, N) the global batch. The masks of the whole batch are drawn (the same numbers
-    one process draws), then this rank keeps its slice. With the masked loss the ranks
-    hold different numbers of masked tokens, so each rank's loss is its sum over the
-    global count, times world_size: DDP's gradient average then equals the gradient of
-    the global batch's loss.
-    """
-    cfg = maskgit.config
-    mask = maskgit.random_token_mask(z.shape[0], batch_rng)
-    counted = mask if cfg.loss == "masked" else torch.ones_like(mask)
-    global_count = counted.sum().clamp(min=1)
-    z, mask, counted = z[part], mask[part], counted[part]
-    with autocast(maskgit.device):
-        logits = ddp_model(z.masked_fill(mask, maskgit.mask_token_id))
-        local_mean = maskgit.loss(logits, z, mask)
-    share = counted.sum().clamp(min=1) / global_count
-    loss_value = local_mean * (share * distributed.world_size())
-    hits, count = masked_token_hits(logits, z, mask)
-    totals = distributed.all_reduce_sum(torch.stack([local_mean.detach().float() * share,
-                                                     hits.float(), count.float()]))
-    return loss_value, totals[0], totals[1], totals[2]
+    maskgit.vqgan.eval()
+    with run:
+        while run.more():
+            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total))
+            # batch: B random token grids, drawn on the device where the tokens live
+            index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
+                                  device=batch_rng.device)
+            z = tokens[index.to(run.device)]
+            # mask ceil(gamma(r) N) tokens, r ~ U(0, 1); loss = CE(logits, z) on the masked
+            # tokens (cfg.loss="masked") or on all of them ("full")
+            with run.first_compiled_step(compile):
+                if distributed.is_distributed():
+                    loss, loss_seen, hits, count = distributed.mvtm_shard_step(
+                        maskgit, ddp_model, z, batch_rng, part)
+                else:
+                    with autocast(run.device):
+                        logits, z, mask = trainer.forward_tokens(z, batch_rng)
+                        loss = trainer.loss(logits, z, mask)
+                    loss_seen = loss.detach()
+                    hits, count = masked_token_hits(logits, z, mask)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()                  # compiles the backward graph, the first time
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            run.check_finite(loss_seen, grad_norm)
+            optimizer.step()
+            run.count_step(loss=loss_seen, accuracy=hits.double() / count.double())
+            if run.log_due():
+                val = (evaluate_mvtm(maskgit, val_tokens, cfg)
+                       if val_tokens is not None and distributed.is_main() else {})
+                entry = run.log(lr, **val)
+                run.bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.1%}")
+            run.end_step()
 
 
 def _check_tokens(tokens: torch.Tensor, cfg: LabConfig, what: str) -> torch.Tensor:
@@ -655,21 +373,34 @@ def _require(path: Path, stage: str, cfg: LabConfig) -> None:
                                 f"{HOW_TO_TRAIN[stage].format(profile=cfg.profile)} first")
 
 
-def load_vqgan(run_dir: str | Path, cfg: LabConfig, device=None, name: str = "vqgan") -> VQGAN:
-    """The trained tokenizer of ``<run_dir>/<name>.safetensors``, in eval mode."""
-    path = Path(run_dir) / f"{name}.safetensors"
-    _require(path, "vqgan", cfg)
-    ckpt = load_checkpoint(path, part="vqgan", config=cfg)
-    return ckpt.load_model("vqgan", VQGAN(cfg)).to(get_device(device)).eval()
+def _load(path: Path, stage: str, part: str, cfg: LabConfig, allow_unfinished: bool):
+    """The checkpoint of a stage; refused while unfinished unless ``allow_unfinished``."""
+    _require(path, stage, cfg)
+    ckpt = load_checkpoint(path, part=part, config=cfg)
+    if not allow_unfinished:
+        how = HOW_TO_TRAIN[stage].format(profile=cfg.profile)
+        refuse_unfinished(str(path), finished_steps(ckpt),
+                          f"Finish it first: {how} (it resumes), or pass allow_unfinished=True "
+                          "to use it as it is.")
+    return ckpt
+
+
+def load_vqgan(run_dir: str | Path, cfg: LabConfig, device=None, name: str = "vqgan",
+               allow_unfinished: bool = False) -> VQGAN:
+    """The trained tokenizer of ``<run_dir>/<name>.safetensors``, in eval mode.
+    ``vqgan.trained_steps`` is (steps trained, steps planned), or None if not recorded."""
+    ckpt = _load(Path(run_dir) / f"{name}.safetensors", "vqgan", "vqgan", cfg, allow_unfinished)
+    vqgan = ckpt.load_model("vqgan", VQGAN(cfg)).to(get_device(device)).eval()
+    vqgan.trained_steps = finished_steps(ckpt)
+    return vqgan
 
 
 def load_maskgit(run_dir: str | Path, cfg: LabConfig, device=None, vqgan_name: str = "vqgan",
-                 name: str = "mvtm") -> MaskGit:
+                 name: str = "mvtm", allow_unfinished: bool = False) -> MaskGit:
     """The trained MaskGit (tokenizer + transformer) of ``run_dir``, in eval mode."""
-    vqgan = load_vqgan(run_dir, cfg, device, vqgan_name)
+    vqgan = load_vqgan(run_dir, cfg, device, vqgan_name, allow_unfinished)
     path = Path(run_dir) / f"{name}.safetensors"
-    _require(path, "mvtm", cfg)
-    ckpt = load_checkpoint(path, part="transformer", config=cfg)
+    ckpt = _load(path, "mvtm", "transformer", cfg, allow_unfinished)
     _check_tokenizer(ckpt, fingerprint(vqgan), path)
     maskgit = MaskGit(cfg, vqgan=vqgan)
     ckpt.load_model("transformer", maskgit.transformer)
@@ -677,4 +408,4 @@ def load_maskgit(run_dir: str | Path, cfg: LabConfig, device=None, vqgan_name: s
 
 
 __all__ = ["run_dir", "train_vqgan", "extract_tokens", "train_mvtm", "evaluate_mvtm",
-           "load_vqgan", "load_maskgit", "lr_at", "make_optimizer", "fingerprint", "MIN_LR_RATIO"]
+           "load_vqgan", "load_maskgit", "lr_at", "make_optimizer", "MIN_LR_RATIO"]

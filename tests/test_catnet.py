@@ -7,6 +7,9 @@ smoke net also ranks the damage below, but with margins too thin for a test that
 not flake; this one trains in seconds and leaves clear margins.
 """
 
+import math
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,8 @@ from labkit.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, ca
                            load_catnet, load_or_train_catnet, train_catnet)
 from labkit.checkpoint import CheckpointError
 from labkit.fid import frechet_distance
+from labkit.run import TrainingInterrupted, UnfinishedStageError
+from labkit.train import lr_at
 from labkit.toycats import ATTRIBUTES, draw_cat, mirror_attributes, render_cats, sample_attributes
 
 SIZE = 32
@@ -98,6 +103,53 @@ def test_trained_once_then_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(catnet_module, "train_catnet", no_training)
     again = load_or_train_catnet(cfg, tmp_path / "run", progress=False, data=tmp_path / "data")
     assert again.checkpoint_hash == first.checkpoint_hash
+
+
+def test_catnet_uses_the_shared_schedule_at_its_config_rate(monkeypatch):
+    cfg = get_config("smoke", catnet_lr=1e-3, log_every=1)
+    images, labels = render_cats(5, range(32), SIZE)
+    seen = []
+
+    def recording_lr_at(step, peak, warmup, total):
+        seen.append((step, peak, warmup, total))
+        return lr_at(step, peak, warmup, total)
+
+    monkeypatch.setattr(catnet_module, "lr_at", recording_lr_at)
+    net = train_catnet(cfg, images, labels, steps=4, progress=False)
+    assert seen == [(step, 1e-3, 0, 4) for step in range(4)]          # no warmup, 0-based steps
+    lrs = [entry["lr"] for entry in net.metrics]
+    assert lrs == [lr_at(step, 1e-3, 0, 4) for step in range(4)]
+    # the cosine CatNet had before: from the peak down to 10 % of it, steps counted from 1
+    assert lrs == pytest.approx([1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / 4)))
+                                 for step in range(1, 5)], rel=1e-12)
+
+
+def test_catnet_stopped_by_ctrl_c_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    cfg = get_config("smoke", ckpt_every=100)
+    images, labels = render_cats(5, range(32), SIZE)
+    full = train_catnet(cfg, images, labels, run_dir=tmp_path / "full", steps=6, progress=False)
+
+    def ctrl_c_during_step_3(step, *args):
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)
+        return lr_at(step, *args)
+
+    monkeypatch.setattr(catnet_module, "lr_at", ctrl_c_during_step_3)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3 of 6"):
+        train_catnet(cfg, images, labels, run_dir=tmp_path / "stopped", steps=6, progress=False)
+    monkeypatch.setattr(catnet_module, "lr_at", lr_at)
+    with pytest.raises(UnfinishedStageError, match="stopped at step 3 of 6"):
+        load_catnet(tmp_path / "stopped", cfg)
+    resumed = train_catnet(cfg, images, labels, run_dir=tmp_path / "stopped", steps=6, progress=False)
+    assert resumed.checkpoint_hash == full.checkpoint_hash
+    assert load_catnet(tmp_path / "stopped", cfg).checkpoint_hash == full.checkpoint_hash
+
+
+def test_the_default_run_folder_is_the_shared_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
+    cfg = get_config("smoke", catnet_steps=2)
+    net = load_or_train_catnet(cfg, progress=False, data=tmp_path / "data")
+    assert load_catnet(tmp_path / "runs" / "smoke", cfg).checkpoint_hash == net.checkpoint_hash
 
 
 def test_images_without_attribute_labels_are_refused():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from labkit import MaskGit, get_config
-from labkit.train import load_checkpoint, train_mvtm
+from labkit.checkpoint import load_checkpoint
+from labkit.train import train_mvtm
 from labkit.utils import autocast
 from labkit.vqgan import VQGAN
 

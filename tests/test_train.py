@@ -1,17 +1,23 @@
 """Training loops: they learn, they are deterministic, they resume exactly, they stop safely."""
 
 import json
+import os
+import re
 import shutil
 import signal
 
 import pytest
 import torch
 
+import labkit.run as run_module
 import labkit.train as train_module
 from labkit import CheckpointError, MaskGit, get_config
+from labkit.checkpoint import load_checkpoint, read_header, save_checkpoint
 from labkit.metrics import masked_l1, masked_psnr, masked_token_accuracy
+from labkit.run import DataMismatchError, RunFolderError, TrainingInterrupted, UnfinishedStageError
 from labkit.train import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
                           train_vqgan)
+from labkit.utils import fingerprint, runs_root
 from labkit.vqgan import VQGAN
 
 CFG = get_config("smoke")
@@ -111,27 +117,50 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, vqgan, stage):
     assert without_time(full_history) == without_time(resumed_history)
 
 
+def press_ctrl_c(monkeypatch, at_step, times=1):
+    """Press Ctrl-C ``times`` times while stage 2 runs its (0-based) step ``at_step``."""
+    original = train_module.lr_at
+
+    def lr_with_ctrl_c(step, *args):
+        if step == at_step:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+        return original(step, *args)
+
+    monkeypatch.setattr(train_module, "lr_at", lr_with_ctrl_c)
+    return original
+
+
 def test_keyboard_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, vqgan, monkeypatch):
     cfg = CFG.replace(mvtm_steps=20)
     tokens = structured_tokens()
     full, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "full", progress=False)
 
-    original = train_module.lr_at
-
-    def press_ctrl_c_at_step_7(step, *args):
-        if step == 6:                      # 0-based: during the 7th step
-            signal.raise_signal(signal.SIGINT)
-        return original(step, *args)
-
-    monkeypatch.setattr(train_module, "lr_at", press_ctrl_c_at_step_7)
+    original = press_ctrl_c(monkeypatch, at_step=6)      # during the 7th step
     handler_before = signal.getsignal(signal.SIGINT)   # SIG_IGN when pytest runs in the background
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted) as stopped:
         train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
     monkeypatch.setattr(train_module, "lr_at", original)
+    path = tmp_path / "stopped" / "mvtm.safetensors"
+    assert isinstance(stopped.value, KeyboardInterrupt)                     # Run All stops
+    assert (stopped.value.step, stopped.value.total, stopped.value.path) == (7, 20, path)
+    assert str(stopped.value) == (f"interrupted at step 7 of 20; checkpoint saved at {path}; "
+                                  "run the same command again to resume")
+    assert stopped.value._render_traceback_() == [                         # what Jupyter shows
+        f"Training interrupted at step 7 of 20; checkpoint saved at {path}.",
+        "Run the same cell again to resume."]
     assert json.loads((tmp_path / "stopped" / "mvtm.json").read_text())["step"] == 7  # finished step 7
     assert signal.getsignal(signal.SIGINT) is handler_before                            # handler restored
     resumed, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
     assert same_weights(full, resumed)
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, vqgan, monkeypatch):
+    press_ctrl_c(monkeypatch, at_step=6, times=2)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train_mvtm(CFG.replace(mvtm_steps=20), vqgan, structured_tokens(), tmp_path, progress=False)
+    assert type(stopped.value) is KeyboardInterrupt
+    assert not (tmp_path / "mvtm.safetensors").exists()         # first checkpoint due at step 10
 
 
 def test_finished_checkpoint_is_loaded_without_training(tmp_path, vqgan, monkeypatch):
@@ -152,7 +181,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     nan_loss_at(13)
     with pytest.raises(FloatingPointError, match=r"at step 13.*step 10\) is kept"):
         train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
-    ckpt = train_module.load_checkpoint(tmp_path / "mvtm.safetensors")
+    ckpt = load_checkpoint(tmp_path / "mvtm.safetensors")
     assert ckpt.step == 10
     assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
 
@@ -164,7 +193,7 @@ def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(
     cfg = CFG.replace(mvtm_steps=20)
     tokens = structured_tokens()
     eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "every", progress=False)
-    monkeypatch.setattr(train_module, "_sync_every_step", lambda device: False)
+    monkeypatch.setattr(run_module, "_sync_every_step", lambda device: False)
     deferred, history_deferred = train_mvtm(cfg, vqgan, tokens, tmp_path / "deferred", progress=False)
     assert same_weights(eager, deferred)
     assert without_time(history) == without_time(history_deferred)
@@ -173,7 +202,7 @@ def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(
     with pytest.raises(FloatingPointError, match=r"nan .*at step 13.*step 10\) is kept"):
         train_mvtm(cfg, vqgan, tokens, tmp_path / "nan", progress=False)
     assert calls["n"] == 15          # found at the next log step (log_every = 5), not later
-    ckpt = train_module.load_checkpoint(tmp_path / "nan" / "mvtm.safetensors")
+    ckpt = load_checkpoint(tmp_path / "nan" / "mvtm.safetensors")
     assert ckpt.step == 10
 
 
@@ -192,7 +221,7 @@ def test_compiled_training_matches_eager_and_saves_the_plain_weights(tmp_path, v
         assert key == key_b and "_orig_mod" not in key
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     # the checkpoint loads into a plain MaskGit and holds what training returned
-    ckpt = train_module.load_checkpoint(tmp_path / "compiled" / "mvtm.safetensors")
+    ckpt = load_checkpoint(tmp_path / "compiled" / "mvtm.safetensors")
     plain = MaskGit(cfg, vqgan)
     ckpt.load_model("transformer", plain.transformer)
     assert same_weights(plain.transformer, compiled.transformer)
@@ -250,6 +279,108 @@ def test_checkpoint_of_another_config_names_the_fields(tmp_path):
         train_vqgan(CFG.replace(vq_steps=5, latent_dim=8), smooth_images(), tmp_path, progress=False)
 
 
+# ----------------------------------------------------------------------------- provenance
+
+def test_resuming_or_reusing_a_run_with_other_data_is_refused(tmp_path):
+    cfg = CFG.replace(vq_steps=10)
+    train_vqgan(cfg, smooth_images(), tmp_path / "a", progress=False, stop_after=5, data_source="cats A")
+    train_vqgan(cfg, smooth_images(), tmp_path / "b", progress=False, data_source="cats A")
+    saved = load_checkpoint(tmp_path / "a" / "vqgan.safetensors").extra["data"]
+    assert saved == {"fingerprint": fingerprint(smooth_images()), "source": "cats A"}
+    for folder in ("a", "b"):                                  # unfinished, then finished
+        with pytest.raises(DataMismatchError) as refused:
+            train_vqgan(cfg, smooth_images(seed=1), tmp_path / folder, progress=False,
+                        data_source="cats B")
+        message = str(refused.value)
+        assert isinstance(refused.value, CheckpointError)
+        assert f"cats A (fingerprint {saved['fingerprint']})" in message
+        assert f"cats B (fingerprint {fingerprint(smooth_images(seed=1))})" in message
+        assert "--runs" in message and "--fresh" in message and "resume=False" in message
+    assert load_checkpoint(tmp_path / "a" / "vqgan.safetensors").step == 5     # nothing lost
+    _, history = train_vqgan(cfg, smooth_images(seed=1), tmp_path / "a", progress=False, resume=False)
+    assert history[-1]["step"] == 10                                          # the way out works
+
+
+def test_stage_two_refuses_other_tokens(tmp_path, vqgan):
+    cfg = CFG.replace(mvtm_steps=10)
+    train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False, stop_after=5)
+    other = structured_tokens().roll(1, dims=0)
+    with pytest.raises(DataMismatchError, match=r"8 token grids \(fingerprint "):
+        train_mvtm(cfg, vqgan, other, tmp_path, progress=False)
+
+
+def test_checkpoints_without_provenance_are_accepted(tmp_path):
+    """Checkpoints written before provenance was recorded: unknown data, resumed as before."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = CFG.replace(vq_steps=10)
+    train_vqgan(cfg, smooth_images(), tmp_path, progress=False, stop_after=5)
+    path = tmp_path / "vqgan.safetensors"
+    metadata = read_header(path)
+    extra = json.loads(metadata["extra"])
+    del extra["data"], extra["total"]
+    save_file(load_file(path), path, metadata={**metadata, "extra": json.dumps(extra)})
+    assert load_vqgan(tmp_path, cfg).trained_steps is None                   # unknown: accepted
+    _, history = train_vqgan(cfg, smooth_images(seed=1), tmp_path, progress=False)
+    assert history[-1]["step"] == 10
+
+
+def test_unfinished_stages_are_refused_naming_the_step(tmp_path):
+    cfg = CFG.replace(vq_steps=10, mvtm_steps=10)
+    stopped, _ = train_vqgan(cfg, smooth_images(), tmp_path, progress=False, stop_after=3)
+    assert stopped.trained_steps == (3, 10)
+    with pytest.raises(UnfinishedStageError, match=r"stopped at step 3 of 10.*train-tokenizer"):
+        load_vqgan(tmp_path, cfg)
+    assert load_vqgan(tmp_path, cfg, allow_unfinished=True).trained_steps == (3, 10)
+    tokens = extract_tokens(stopped, smooth_images(), cfg)
+    with pytest.raises(UnfinishedStageError, match=r"tokenizer is unfinished.*step 3 of 10"):
+        train_mvtm(cfg, stopped, tokens, tmp_path, progress=False)
+
+    vqgan, _ = train_vqgan(cfg, smooth_images(), tmp_path, progress=False)   # resumes to the end
+    assert vqgan.trained_steps == (10, 10) and load_vqgan(tmp_path, cfg).trained_steps == (10, 10)
+    train_mvtm(cfg, vqgan, extract_tokens(vqgan, smooth_images(), cfg), tmp_path, progress=False,
+               stop_after=4)
+    with pytest.raises(UnfinishedStageError, match=r"mvtm.safetensors is unfinished.*step 4 of 10"):
+        load_maskgit(tmp_path, cfg)
+    assert isinstance(load_maskgit(tmp_path, cfg, allow_unfinished=True), MaskGit)
+
+
+# ----------------------------------------------------------------------------- run folder
+
+def refuse_training(monkeypatch):
+    def no_training(*args):
+        raise AssertionError("training started before the run folder was checked")
+    monkeypatch.setattr(train_module, "lr_at", no_training)
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch):
+    refuse_training(monkeypatch)
+    runs = tmp_path / "runs"
+    runs.write_text("not a folder")
+    with pytest.raises(RunFolderError, match=rf"run folder {re.escape(str(runs))} is a file.*--runs"):
+        train_vqgan(CFG, smooth_images(), runs, progress=False)
+    with pytest.raises(RunFolderError, match=rf"{re.escape(str(runs / 'smoke'))} \(Not a directory\)"):
+        train_vqgan(CFG, smooth_images(), runs / "smoke", progress=False)
+
+
+def test_a_read_only_run_folder_is_refused_before_training(tmp_path, monkeypatch):
+    refuse_training(monkeypatch)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:               # root writes anyway: fail the probe as the kernel would
+
+        def permission_denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(run_module.tempfile, "TemporaryFile", permission_denied)
+    try:
+        with pytest.raises(RunFolderError, match=rf"to the run folder {re.escape(str(folder))} "
+                                                 r"\(Permission denied\): make it writable"):
+            train_vqgan(CFG, smooth_images(), folder, progress=False)
+    finally:
+        folder.chmod(0o700)
+
+
 # ----------------------------------------------------------------------------- tokens and loading
 
 def test_token_cache_is_reused_and_invalidated(tmp_path, vqgan, monkeypatch):
@@ -280,7 +411,7 @@ def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"vqgan.safetensors: run notebooks/00_data_and_tokenizer"):
         load_vqgan(tmp_path, CFG)
     torch.manual_seed(0)
-    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
+    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
                                  models={"vqgan": VQGAN(CFG)}, step=0)
     with pytest.raises(FileNotFoundError, match=r"python -m labkit train-mvtm --profile smoke"):
         load_maskgit(tmp_path, CFG)
@@ -288,19 +419,19 @@ def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
 
 def test_stage_two_refuses_the_tokens_of_another_tokenizer(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=5)
-    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
                                  models={"vqgan": vqgan}, step=0)
     train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
     assert isinstance(load_maskgit(tmp_path, cfg), MaskGit)
     torch.manual_seed(7)
-    train_module.save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
                                  models={"vqgan": VQGAN(cfg)}, step=0)      # stage 1 retrained
     with pytest.raises(CheckpointError, match="another tokenizer"):
         load_maskgit(tmp_path, cfg)
 
 
 def test_run_dir_is_per_profile():
-    assert run_dir(CFG).as_posix() == "runs/smoke"
+    assert run_dir(CFG) == runs_root() / "smoke"
     assert run_dir(get_config("cpu"), "elsewhere").as_posix() == "elsewhere/cpu"
 
 
