@@ -143,8 +143,7 @@ def _main(argv) -> int:
 
 def _run(args, cfg: LabConfig, runs: Path, data: Path, device) -> int:
     progress = not args.no_progress
-    # fresh= is passed only when asked for, so a plain run calls the stages exactly as a notebook.
-    fresh = {"fresh": True} if args.fresh else {}
+    fresh = {"fresh": args.fresh}
     if args.command == "pipeline":
         run_pipeline(cfg, runs, data, args.data_root, device, progress, args.compile, **fresh)
         return 0

@@ -132,7 +132,7 @@ def toy_cats(cfg, split: str, root: str | Path | None = None, workers: int | Non
         return cached
 
     images, labels = render_cats(seed, range(n), size, workers=workers or cfg.data_workers,
-                                 progress=progress)
+                                 progress=progress, desc=f"rendering toy cats ({split})")
     masks = make_masks(seed, n, size) if split == "test" else None
     image_set = ImageSet(images, labels, masks, [f"cat-{seed}-{i:05d}" for i in range(n)], source)
     _save_cache(path, image_set)

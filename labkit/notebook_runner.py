@@ -146,6 +146,8 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
     # The kernel inherits this process's environment: every labkit default then agrees
     # with the injected profile, including code that reads $LABKIT_PROFILE itself.
     os.environ["LABKIT_PROFILE"] = profile
+    # Executed headless, progress bars print whole lines and end on their final line (labkit.progress).
+    os.environ.setdefault("LABKIT_PROGRESS", "text")
     if runs_root:
         parameters = {**(parameters or {}), "runs_root": str(Path(runs_root).resolve())}
 

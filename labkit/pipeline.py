@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import distributed, utils
 from .config import LabConfig
@@ -69,7 +69,8 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path | None = No
                           disable=not (progress and distributed.is_main())):
             tokens[split] = extract_tokens(vqgan, splits[split], cfg, out / f"tokens-{split}.safetensors")
     maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], out, device=device, resume=not fresh,
-                                  progress=progress, val_tokens=tokens["val"], compile=compile)
+                                  progress=progress, val_tokens=tokens["val"], compile=compile,
+                                  data_source=f"tokens of {splits['train'].source}")
     return maskgit, history, tokens["train"]
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint

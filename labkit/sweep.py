@@ -191,7 +191,7 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     a run is reproducible for a given ``chunk_size``. T = 1 is the one-shot baseline (the
     same for every schedule), so it is scored once, not per schedule.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     start = time.perf_counter()
     extractors = list(extractors or [])
@@ -273,10 +273,10 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
 
 
 def default_extractors(cfg, run_dir=None, device=None, weights=None, progress: bool = True,
-                       data="data"):
+                       data=None):
     """The extractors a sweep should report: FD_catnet always (trained once into
-    ``<run_dir>/catnet.safetensors``, default ``runs/<profile>``, on the toy cats cached under
-    ``data`` if missing), plus FID when the Inception weights are on this machine (or
+    ``<run_dir>/catnet.safetensors``, default ``<runs root>/<profile>``, on the toy cats cached under
+    ``data`` (default ``labkit.utils.data_root()``) if missing), plus FID when the Inception weights are on this machine (or
     ``weights`` names them). Returns (extractors, catnet)."""
     from .catnet import catnet_extractor, load_or_train_catnet
     from .fid import find_inception_weights, inception_extractor

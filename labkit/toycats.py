@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 SUPERSAMPLE = 4
 # Bumped whenever the drawing changes, so cached datasets (labkit.datasets) are re-rendered.
@@ -430,8 +430,8 @@ def _render_chunk(job) -> tuple[np.ndarray, list[dict]]:
     return images, labels
 
 
-def render_cats(seed: int, indices, size: int = 64, workers: int = 1,
-                progress: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def render_cats(seed: int, indices, size: int = 64, workers: int = 1, progress: bool = False,
+                desc: str = "rendering toy cats") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render many cats: ((n, size, size, 3) uint8, {attribute: (n,) codes or values}).
 
     The result is the same for any ``workers``: each image has its own random stream.
@@ -440,7 +440,7 @@ def render_cats(seed: int, indices, size: int = 64, workers: int = 1,
     chunk = max(1, min(256, math.ceil(len(indices) / (4 * max(1, workers)))))
     jobs = [(seed, indices[i:i + chunk], size) for i in range(0, len(indices), chunk)]
     parts = []
-    with tqdm(total=len(indices), desc="rendering toy cats", unit="img", disable=not progress) \
+    with tqdm(total=len(indices), desc=desc, unit="img", disable=not progress) \
             as bar, _mapper(workers if len(jobs) > 1 else 1) as mapper:
         for part in mapper(_render_chunk, jobs):
             parts.append(part)

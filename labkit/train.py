@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint

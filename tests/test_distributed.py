@@ -160,7 +160,7 @@ def test_the_cli_trains_under_torchrun(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                "-m", "labkit", "train-tokenizer", "--profile", "smoke", "--device", "cpu",
-               "--no-progress"]
+               "--no-progress", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data")]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "runs" / "smoke" / "vqgan.safetensors", part="vqgan",

@@ -477,8 +477,8 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     assert "MaskGIT inpainting (composite)" in capsys.readouterr().out
     rows = summary["inpainting"]["rows"]
     # composite and raw agree inside the hole; outside it the composite is the original
-    assert rows["maskgit_composite"]["hole_l1"] == pytest.approx(rows["maskgit_raw"]["hole_l1"])
-    assert rows["maskgit_composite"]["image_l1"] < rows["maskgit_raw"]["image_l1"]
+    assert rows["maskgit"]["hole_l1"] == pytest.approx(rows["maskgit_raw"]["hole_l1"])
+    assert rows["maskgit"]["image_l1"] < rows["maskgit_raw"]["image_l1"]
 
     from labkit.datasets import toy_cats
     test = toy_cats(cfg, "test", tmp_path / "data", progress=False)
