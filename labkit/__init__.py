@@ -20,7 +20,8 @@ One module per concept of the lab:
     pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series
     distributed  training on several GPUs under torchrun (DistributedDataParallel)
     params       checks of the notebooks' parameters (papermill -p)
-    utils        the device and seed helpers, where runs live, atomic writes, the CLI wrapper
+    utils        the device and seed helpers, where runs live, atomic writes
+    command      how the command lines report a mistake (one message, exit codes, Ctrl-C)
 
 ``import labkit`` is quick and imports no lesson module: each name below is imported the
 first time it is used (``labkit.MaskGit``, ``from labkit import get_config``). So

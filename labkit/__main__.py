@@ -31,7 +31,8 @@ from .config import PROFILES, LabConfig, get_config
 from .pipeline import (evaluate_inpainting, format_table, prepare_data, run_pipeline, stage_mvtm,
                        stage_tokenizer)
 from .train import load_maskgit, load_vqgan
-from .utils import data_root, get_device, profile_from_env, run_command, run_dir, runs_root
+from .command import run_command
+from .utils import data_root, get_device, profile_from_env, run_dir, runs_root
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -29,8 +28,6 @@ from torch import nn
 from .metrics import masked_token_hits
 from .utils import autocast
 
-if TYPE_CHECKING:
-    from .maskgit import MaskGit
 
 
 def is_distributed() -> bool:
@@ -152,7 +149,7 @@ def main_first():
 
 # ----------------------------------------------------------------------------- stage 2's step
 
-def mvtm_shard_step(maskgit: MaskGit, ddp_model: nn.Module, z: torch.Tensor,
+def mvtm_shard_step(maskgit, ddp_model: nn.Module, z: torch.Tensor,
                     batch_rng: torch.Generator, part: slice):
     """One rank's share of an MVTM step under DDP: (loss to back-propagate, global loss,
     global masked hits, global masked count), the last three as tensors.

@@ -48,7 +48,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .utils import atomic_path, get_device, run_command, runs_root
+from .command import run_command
+from .utils import atomic_path, get_device, runs_root
 
 FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -446,7 +447,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m labkit.fid ...``: errors as one message (``labkit.utils.run_command``)."""
+    """``python -m labkit.fid ...``: errors as one message (``labkit.command.run_command``)."""
     return run_command(_main, argv)
 
 

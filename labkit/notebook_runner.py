@@ -36,7 +36,8 @@ import papermill
 
 from .config import PROFILES
 from .params import check_parameters
-from .utils import atomic_write_text, profile_from_env, run_command, runs_root as default_runs_root
+from .command import run_command
+from .utils import atomic_write_text, profile_from_env, runs_root as default_runs_root
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -225,7 +226,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m labkit.notebook_runner ...``: errors as one message (``labkit.utils.run_command``)."""
+    """``python -m labkit.notebook_runner ...``: errors as one message (``labkit.command.run_command``)."""
     return run_command(_main, argv)
 
 

@@ -70,7 +70,7 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path | None = No
             tokens[split] = extract_tokens(vqgan, splits[split], cfg, out / f"tokens-{split}.safetensors")
     maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], out, device=device, resume=not fresh,
                                   progress=progress, val_tokens=tokens["val"], compile=compile,
-                                  data_source=f"tokens of {splits['train'].source}")
+                                  data_source=f"tokens of {getattr(splits['train'], 'source', 'the training images')}")
     return maskgit, history, tokens["train"]
 
 

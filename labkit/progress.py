@@ -70,7 +70,7 @@ class TextBar(_terminal_tqdm):
         kwargs["gui"] = True                    # tqdm then neither draws nor erases on its own
         self._last_line = None
         super().__init__(*args, **kwargs)
-        self._last_line_t = self.start_t
+        self._last_line_t = getattr(self, "start_t", 0.0)   # a disabled bar has no start time
 
     def _write_line(self, line: str) -> None:
         if line != self._last_line:

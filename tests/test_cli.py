@@ -23,7 +23,8 @@ from PIL import Image
 
 from labkit import get_config, load_checkpoint
 from labkit.__main__ import parse_overrides
-from labkit.utils import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, get_device, run_command
+from labkit.command import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, run_command
+from labkit.utils import get_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = get_config("smoke")

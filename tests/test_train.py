@@ -500,6 +500,6 @@ def test_command_line_passes_the_compile_choice_to_stage_2(monkeypatch, flag, ex
     seen = {}
     monkeypatch.setattr(cli, "prepare_data", lambda *args: {})
     monkeypatch.setattr(cli, "load_vqgan", lambda *args: None)
-    monkeypatch.setattr(cli, "stage_mvtm", lambda *args: seen.setdefault("compile", args[-1]))
+    monkeypatch.setattr(cli, "stage_mvtm", lambda *args, **kwargs: seen.setdefault("compile", args[-1]))
     assert cli.main(["train-mvtm", "--profile", "smoke", "--device", "cpu", *flag]) == 0
     assert seen["compile"] is expected
