@@ -9,14 +9,18 @@ One module per concept of the lab:
     vqgan        stage 1: the tokenizer
     attention    multi-head self-attention, by hand and fused
     transformer  stage 2: the bidirectional transformer
-    maskgit      mask schedules, MVTM training forward, iterative decoding
-    train        the training loops of both stages, checkpoints and resuming
+    schedules    the mask schedules gamma (a leaf module: one registry of names and formulas)
+    maskgit      MVTM training forward and iterative decoding (the course's MaskGit)
+    train        the training loops of both stages, read top to bottom
+    run          what every training loop shares: resume, checkpoints, Ctrl-C, NaN watch, progress
+    evaluate     inpaint and score: the one routine behind the pipeline's table, the sweep and 03
     checkpoint   the one checkpoint format (safetensors, atomic writes)
     metrics      masked-region L1 / PSNR, masked-token accuracy
     fid          FID (pytorch-fid's Inception, real weights only) and the Fréchet distance
     catnet       the toy cats' attribute CNN and its honest offline distance, FD_catnet
     sweep        schedules x T x t inpainting sweeps with baselines
     plots        figures for the notebooks; explorer: the ipywidgets decoding explorer
+    notebook     the notebooks' one-line setup; progress: bars that end as one line of text
     pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series
     distributed  training on several GPUs under torchrun (DistributedDataParallel)
     params       checks of the notebooks' parameters (papermill -p)
