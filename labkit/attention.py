@@ -57,7 +57,10 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, D) -> (B, N, D), the hand-written course path."""
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION TODO1
+        # HINT: q, k, v = self.split_heads(self.q_linear(x)) etc.: (B, H, N, d_k);
+        # HINT: scores = q k^T / sqrt(d_k): (B, H, N, N); softmax over the keys (last dim);
+        # HINT: self.dropout(attention) @ v, then self.merge_heads and self.out_linear -> (B, N, D)
         q = self.split_heads(self.q_linear(x))                        # (B, H, N, d_k)
         k = self.split_heads(self.k_linear(x))                        # (B, H, N, d_k)
         v = self.split_heads(self.v_linear(x))                        # (B, H, N, d_k)

@@ -155,8 +155,12 @@ class MaskGit(nn.Module):
     @torch.no_grad()
     def encode_to_z(self, x: torch.Tensor):
         """x: (B, 3, H, W) in [0, 1] -> z_q (B, C, h, w), z_indices (B, h * w)."""
+        # BEGIN SOLUTION TODO2 step1-1
+        # HINT: self.vqgan.encode(x) returns z_q (B, C, h, w), indices (B, h, w) and the commitment loss;
+        # HINT: return z_q and the indices flattened to one row of h * w tokens per image: (B, h * w)
         z_q, z_indices, _ = self.vqgan.encode(x)
         return z_q, z_indices.reshape(x.shape[0], -1)
+        # END SOLUTION
 
     # ------------------------------------------------------------------ training (MVTM)
     def random_token_mask(self, batch: int, generator: torch.Generator | None = None,
@@ -165,7 +169,10 @@ class MaskGit(nn.Module):
         gamma = self.gamma_func(gamma or self.config.train_gamma)
         device = generator.device if generator is not None else self.device
         n = self.num_image_tokens
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION TODO2 step1-3
+        # HINT: per image draw r ~ U(0, 1) (torch.rand(batch, generator=generator, device=device)),
+        # HINT: mask n_masked = ceil(gamma(r) * N) tokens (at least 1) chosen at random:
+        # HINT: mask is (B, N) bool, True = hidden, mask.sum(1) == n_masked
         r = torch.rand(batch, generator=generator, device=device)              # one ratio per image
         n_masked = torch.ceil(gamma(r) * n).long().clamp(1, n)                 # (B,), at least one
         scores = torch.rand(batch, n, generator=generator, device=device)
@@ -179,7 +186,9 @@ class MaskGit(nn.Module):
 
         z_indices: (B, N) -> logits (B, N, K), z_indices (B, N), mask (B, N) bool.
         """
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION TODO2 step1-3
+        # HINT: mask = self.random_token_mask(B, generator); replace the masked ids by
+        # HINT: self.mask_token_id (masked_fill) and run self.transformer on them -> logits (B, N, K)
         mask = self.random_token_mask(z_indices.shape[0], generator)
         masked_ids = z_indices.masked_fill(mask, self.mask_token_id)           # hide the chosen tokens
         logits = self.transformer(masked_ids)                                  # predict all N
@@ -231,7 +240,13 @@ class MaskGit(nn.Module):
         n0, m_prev: (B,) initially / currently masked counts; gamma: a schedule name.
         Returns prediction (B, N), new still-masked mask (B, N) and m_t (B,).
         """
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION TODO3
+        # HINT: log_probs = log_softmax of self.transformer(token_ids): (B, N, K); chosen = argmax
+        # HINT: (or argmax of log_probs + Gumbel noise when sample); prediction keeps token_ids where
+        # HINT: not still_masked; confidence = log-prob of the chosen token + Gumbel noise scaled by
+        # HINT: choice_temperature * (1 - t / total_iter), +inf where not still_masked;
+        # HINT: m_t = floor(gamma(t / T) * n0) counted from n0 (never m_prev), at most m_prev - 1;
+        # HINT: new mask = the m_t least confident positions: (B, N) bool
         log_probs = self.transformer(token_ids).float().log_softmax(dim=-1)    # (B, N, K), no [MASK]
         if sample:
             noise = gumbel_noise(log_probs.shape, generator, log_probs.device)

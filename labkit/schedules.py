@@ -16,16 +16,51 @@ import math
 import numpy as np
 import torch
 
-# name: formula of r, written once for NumPy and torch (``xp`` is the array module)
-FORMULAS = {
-    # BEGIN SOLUTION
-    "linear": lambda r, xp: 1 - r,
-    "cosine": lambda r, xp: xp.cos(r * math.pi / 2),
-    "square": lambda r, xp: 1 - r ** 2,
-    "cubic": lambda r, xp: 1 - r ** 3,
-    "sqrt": lambda r, xp: 1 - xp.sqrt(r),
+# Each formula takes r (a NumPy array or a torch tensor) and ``xp``, the array module
+# (``numpy`` or ``torch``), so it is written once for both.
+
+def linear(r, xp):
+    """gamma(r) = 1 - r"""
+    # BEGIN SOLUTION TODO2 step1-2
+    # HINT: linear schedule: gamma(r) = 1 - r, elementwise on r (same shape out)
+    return 1 - r
     # END SOLUTION
-}
+
+
+def cosine(r, xp):
+    """gamma(r) = cos(pi r / 2)"""
+    # BEGIN SOLUTION TODO2 step1-2
+    # HINT: cosine schedule: gamma(r) = cos(pi * r / 2), with xp.cos (xp is numpy or torch)
+    return xp.cos(r * math.pi / 2)
+    # END SOLUTION
+
+
+def square(r, xp):
+    """gamma(r) = 1 - r^2"""
+    # BEGIN SOLUTION TODO2 step1-2
+    # HINT: square schedule: gamma(r) = 1 - r^2 (r squared, elementwise)
+    return 1 - r ** 2
+    # END SOLUTION
+
+
+def cubic(r, xp):
+    """gamma(r) = 1 - r^3"""
+    # BEGIN SOLUTION TODO2 step1-2
+    # HINT: cubic schedule: gamma(r) = 1 - r^3
+    return 1 - r ** 3
+    # END SOLUTION
+
+
+def sqrt(r, xp):
+    """gamma(r) = 1 - sqrt(r)"""
+    # BEGIN SOLUTION TODO2 step1-2
+    # HINT: sqrt schedule: gamma(r) = 1 - sqrt(r), with xp.sqrt
+    return 1 - xp.sqrt(r)
+    # END SOLUTION
+
+
+# name -> formula of r
+FORMULAS = {"linear": linear, "cosine": cosine, "square": square, "cubic": cubic, "sqrt": sqrt}
 SCHEDULES = tuple(FORMULAS)
 
 

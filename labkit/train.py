@@ -299,6 +299,32 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     return maskgit.eval(), run.history
 
 
+def mvtm_step(maskgit: MaskGit, optimizer: torch.optim.Optimizer, z: torch.Tensor,
+              generator: torch.Generator | None, grad_clip: float, check_finite) -> tuple:
+    """One MVTM training step on the token grids z: (B, N) (the course's stage-2 loop body).
+
+    Masks, predicts and scores with ``maskgit.forward_tokens`` and ``maskgit.loss`` (under
+    ``autocast``), back-propagates, clips the gradient norm of the transformer to
+    ``grad_clip``, calls ``check_finite(loss, grad_norm)`` (the run's NaN watch) and
+    updates the weights. Returns (loss, logits (B, N, K), z (B, N), mask (B, N) bool).
+    """
+    # BEGIN SOLUTION TODO2 step2
+    # HINT: with autocast(maskgit.device): logits, z, mask = maskgit.forward_tokens(z, generator)
+    # HINT: and loss = maskgit.loss(logits, z, mask); then optimizer.zero_grad(set_to_none=True),
+    # HINT: loss.backward(), grad_norm = nn.utils.clip_grad_norm_(maskgit.transformer.parameters(),
+    # HINT: grad_clip), check_finite(loss, grad_norm) BEFORE optimizer.step()
+    with autocast(maskgit.device):
+        logits, z, mask = maskgit.forward_tokens(z, generator)
+        loss = maskgit.loss(logits, z, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(maskgit.transformer.parameters(), grad_clip)
+    check_finite(loss, grad_norm)
+    optimizer.step()
+    # END SOLUTION
+    return loss, logits, z, mask
+
+
 def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch.Tensor,
                batch_rng: torch.Generator, val_tokens: torch.Tensor | None, compile: bool) -> None:
     model, optimizer = maskgit.transformer, run.optimizer
@@ -320,21 +346,20 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
             z = tokens[index.to(run.device)]
             # mask ceil(gamma(r) N) tokens, r ~ U(0, 1); loss = CE(logits, z) on the masked
             # tokens (cfg.loss="masked") or on all of them ("full")
-            with run.first_compiled_step(compile):
+            with run.first_compiled_step(compile):   # compiles the graphs, the first time
                 if distributed.is_distributed():
                     loss, loss_seen, hits, count = distributed.mvtm_shard_step(
                         maskgit, ddp_model, z, batch_rng, part)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    run.check_finite(loss_seen, grad_norm)
+                    optimizer.step()
                 else:
-                    with autocast(run.device):
-                        logits, z, mask = trainer.forward_tokens(z, batch_rng)
-                        loss = trainer.loss(logits, z, mask)
+                    loss, logits, z, mask = mvtm_step(trainer, optimizer, z, batch_rng,
+                                                      cfg.grad_clip, run.check_finite)
                     loss_seen = loss.detach()
                     hits, count = masked_token_hits(logits, z, mask)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()                  # compiles the backward graph, the first time
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            run.check_finite(loss_seen, grad_norm)
-            optimizer.step()
             run.count_step(loss=loss_seen, accuracy=hits.double() / count.double())
             if run.log_due():
                 val = (evaluate_mvtm(maskgit, val_tokens, cfg)
@@ -408,4 +433,4 @@ def load_maskgit(run_dir: str | Path, cfg: LabConfig, device=None, vqgan_name: s
 
 
 __all__ = ["run_dir", "train_vqgan", "extract_tokens", "train_mvtm", "evaluate_mvtm",
-           "load_vqgan", "load_maskgit", "lr_at", "make_optimizer", "MIN_LR_RATIO"]
+           "load_vqgan", "load_maskgit", "mvtm_step", "lr_at", "make_optimizer", "MIN_LR_RATIO"]
