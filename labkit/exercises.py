@@ -1,0 +1,81 @@
+"""The lab's exercises, in one registry: read by ``labkit.student`` (the student copy),
+``labkit.grade`` (the grader) and ``require`` (the notebooks' first cell).
+
+Each exercise is a region of the package's code between the markers
+
+    # BEGIN SOLUTION TODO2 step1-2
+    # HINT: what to write, with the formula and the shapes (one or more HINT lines)
+    ...the reference solution...
+    # END SOLUTION
+
+which the student copy replaces by the HINT lines and
+``raise NotImplementedError("TODO2 step1-2: <the hints>")``. An exercise may own several regions
+(the five schedules of ``gamma_func`` are five). To add one: mark its region(s), add an
+``Exercise`` below, and a check of the same name in ``labkit.grade``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Exercise(NamedTuple):
+    todo: str            # the course's numbering, as written after BEGIN SOLUTION
+    name: str            # the grader's name: labkit.grade("gamma_func")
+    where: str           # where the student writes
+    notebooks: tuple     # the notebooks that need it (their number prefixes)
+    what: str            # one line
+
+
+EXERCISES = (
+    Exercise("TODO1", "attention", "labkit/attention.py: MultiHeadAttention.forward",
+             ("01", "02", "03", "04", "05"), "multi-head self-attention, by hand"),
+    Exercise("TODO2 step1-1", "encode_to_z", "labkit/maskgit.py: MaskGit.encode_to_z",
+             ("01", "02", "03", "04", "05"), "image -> VQGAN token grid (B, h * w)"),
+    Exercise("TODO2 step1-2", "gamma_func",
+             "labkit/schedules.py: linear, cosine, square, cubic, sqrt",
+             ("02", "03", "04", "05"), "the mask schedules gamma(r)"),
+    Exercise("TODO2 step1-3", "forward",
+             "labkit/maskgit.py: MaskGit.random_token_mask and MaskGit.forward_tokens",
+             ("02", "03", "04", "05"), "the MVTM training forward: random mask, masked ids, logits"),
+    Exercise("TODO2 step2", "train_step", "labkit/train.py: mvtm_step",
+             ("02", "03", "04", "05"), "one stage-2 training step: forward, loss, backward, clip, step"),
+    Exercise("TODO3", "inpainting", "labkit/maskgit.py: MaskGit.inpainting",
+             ("04", "05"), "one iteration of iterative decoding"),
+)
+BY_NAME = {exercise.name: exercise for exercise in EXERCISES}
+BY_TODO = {exercise.todo: exercise for exercise in EXERCISES}
+
+
+class ExerciseMissing(RuntimeError):
+    """A notebook needs exercises that are not done yet; shown in a notebook as its message only."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ExerciseMissing: {self}"]
+
+
+def needed_by(notebook: str) -> list[Exercise]:
+    """The exercises notebook ``notebook`` (a name such as "04_inpaint" or its number) needs."""
+    number = str(notebook)[:2]
+    return [exercise for exercise in EXERCISES if number in exercise.notebooks]
+
+
+def require(notebook: str) -> None:
+    """Raise ``ExerciseMissing`` naming the unfinished exercises ``notebook`` needs (checked by
+    calling them: ``labkit.grade``); nothing when all are done."""
+    from .grade import grade_one
+
+    missing = []
+    for exercise in needed_by(notebook):
+        status, message = grade_one(exercise.name)
+        if status != "done":
+            missing.append(f"  {exercise.todo} ({exercise.name}, {exercise.where}): {status}"
+                           + (f" - {message}" if status == "wrong" else ""))
+    if missing:
+        raise ExerciseMissing(
+            f"notebook {notebook} needs these exercises first:\n" + "\n".join(missing)
+            + "\nWrite them, check with labkit.grade(\"NAME\") or `python -m labkit.grade`, "
+              "then run this notebook again.")
+
+
+__all__ = ["Exercise", "EXERCISES", "BY_NAME", "BY_TODO", "ExerciseMissing", "needed_by", "require"]
