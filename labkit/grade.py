@@ -309,8 +309,8 @@ def check_train_step() -> None:
         raise Wrong("the transformer's weights did not change")
     with torch.no_grad():
         want = float(model.loss(logits.detach(), targets, mask))
-    if abs(float(loss) - want) > 1e-4:
-        raise Wrong(f"the returned loss {float(loss):.4f} is not maskgit.loss(logits, z, mask) = {want:.4f}")
+    if abs(float(loss.detach()) - want) > 1e-4:
+        raise Wrong(f"the returned loss {float(loss.detach()):.4f} is not maskgit.loss(logits, z, mask) = {want:.4f}")
 
 
 # ----------------------------------------------------------------------------- TODO3
