@@ -25,23 +25,24 @@ class Exercise(NamedTuple):
     where: str           # where the student writes
     notebooks: tuple     # the notebooks that need it (their number prefixes)
     what: str            # one line
+    taught: str          # the notebook whose exercise cell asks for it (checked there, not at the top)
 
 
 EXERCISES = (
     Exercise("TODO1", "attention", "labkit/attention.py: MultiHeadAttention.forward",
-             ("01", "02", "03", "04", "05"), "multi-head self-attention, by hand"),
+             ("01", "02", "03", "04", "05"), "multi-head self-attention, by hand", "01"),
     Exercise("TODO2 step1-1", "encode_to_z", "labkit/maskgit.py: MaskGit.encode_to_z",
-             ("01", "02", "03", "04", "05"), "image -> VQGAN token grid (B, h * w)"),
+             ("01", "02", "03", "04", "05"), "image -> VQGAN token grid (B, h * w)", "01"),
     Exercise("TODO2 step1-2", "gamma_func",
              "labkit/schedules.py: linear, cosine, square, cubic, sqrt",
-             ("02", "03", "04", "05"), "the mask schedules gamma(r)"),
+             ("02", "03", "04", "05"), "the mask schedules gamma(r)", "02"),
     Exercise("TODO2 step1-3", "forward",
              "labkit/maskgit.py: MaskGit.random_token_mask and MaskGit.forward_tokens",
-             ("02", "03", "04", "05"), "the MVTM training forward: random mask, masked ids, logits"),
+             ("02", "03", "04", "05"), "the MVTM training forward: random mask, masked ids, logits", "02"),
     Exercise("TODO2 step2", "train_step", "labkit/train.py: mvtm_step",
-             ("02", "03", "04", "05"), "one stage-2 training step: forward, loss, backward, clip, step"),
+             ("02", "03", "04", "05"), "one stage-2 training step: forward, loss, backward, clip, step", "02"),
     Exercise("TODO3", "inpainting", "labkit/maskgit.py: MaskGit.inpainting",
-             ("04", "05"), "one iteration of iterative decoding"),
+             ("04", "05"), "one iteration of iterative decoding", "04"),
 )
 BY_NAME = {exercise.name: exercise for exercise in EXERCISES}
 BY_TODO = {exercise.todo: exercise for exercise in EXERCISES}
@@ -55,14 +56,17 @@ class ExerciseMissing(RuntimeError):
 
 
 def needed_by(notebook: str) -> list[Exercise]:
-    """The exercises notebook ``notebook`` (a name such as "04_inpaint" or its number) needs."""
+    """The exercises notebook ``notebook`` (a name such as "04_inpaint" or its number) needs
+    and does not ask for itself (those taught in an earlier notebook)."""
     number = str(notebook)[:2]
-    return [exercise for exercise in EXERCISES if number in exercise.notebooks]
+    return [exercise for exercise in EXERCISES
+            if number in exercise.notebooks and exercise.taught < number]
 
 
 def require(notebook: str) -> None:
-    """Raise ``ExerciseMissing`` naming the unfinished exercises ``notebook`` needs (checked by
-    calling them: ``labkit.grade``); nothing when all are done."""
+    """Raise ``ExerciseMissing`` naming the unfinished exercises that ``notebook`` needs from
+    earlier notebooks (checked by calling them: ``labkit.grade``); nothing when all are done.
+    The notebook's own exercises are checked by the check cell after each exercise cell."""
     from .grade import grade_one
 
     missing = []
