@@ -8,7 +8,7 @@ The copy holds the repository's tracked files (``git ls-files``), with:
 - the notebooks' exercise cells replaced by where to write, each followed by a check cell
   (``labkit.grade("gamma_func")``);
 - ``README.md`` opening with a part for students;
-- the tests adapted: until ``python -m labkit.grade`` reports every exercise done, pytest runs
+- the tests adapted (the instructor's mutation tests left out): until ``python -m labkit.grade`` reports every exercise done, pytest runs
   only ``tests/test_exercises.py`` (one test per exercise) and skips the rest, naming the
   exercises left.
 
@@ -49,6 +49,8 @@ END = re.compile(r"^\s*# END SOLUTION\s*$")
 TAG = "exercise:"
 # the student edition's own modules: they describe the markers, they hold no region
 TOOLS = {"labkit/student.py", "labkit/exercises.py", "labkit/grade.py"}
+# instructor-only files, left out of the copy: the mutation tests hold near-solutions
+INSTRUCTOR_ONLY = {"tests/test_grade.py", "tests/test_student.py"}
 
 
 class MarkerError(ValueError):
@@ -217,8 +219,8 @@ def write_student_copy(out_dir: str | Path, root: str | Path | None = None,
     shown = []
     for name in files:
         source, target = root / name, out / name
-        if not source.is_file():
-            continue                                           # deleted in the work tree
+        if not source.is_file() or (name in INSTRUCTOR_ONLY and not with_solutions):
+            continue                                           # deleted in the work tree, or the instructor's
         target.parent.mkdir(parents=True, exist_ok=True)
         if name.startswith("labkit/") and name.endswith(".py") and name not in TOOLS:
             text = source.read_text()

@@ -1,0 +1,172 @@
+"""The student copy: generated from the repository's tracked files into a temporary folder;
+every stub raises naming its TODO, nothing of the solutions survives, the grader says "not yet"
+to everything; with the solutions put back everything is done and notebook 04 (the student
+edition's cells) runs under nbval."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit.exercises import EXERCISES
+from labkit.student import BEGIN, END, HINT, TOOLS, MarkerError, strip_solutions, write_student_copy
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def run(copy: Path, *args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(copy), "LABKIT_PROFILE": "smoke",
+           "LABKIT_RUNS": str(copy / "runs"), "LABKIT_PROGRESS": "text"}
+    return subprocess.run([PYTHON, *args], cwd=copy, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def student_copy(tmp_path_factory):
+    copy = tmp_path_factory.mktemp("student") / "lab"
+    summary = write_student_copy(copy, root=REPO)
+    return copy, summary
+
+
+@pytest.fixture(scope="module")
+def solved_copy(tmp_path_factory):
+    copy = tmp_path_factory.mktemp("solved") / "lab"
+    write_student_copy(copy, root=REPO, with_solutions=True)
+    return copy
+
+
+def solution_lines(text):
+    """(the solution lines of every region (code, not comments or blanks), the other lines)"""
+    lines, others, inside = [], set(), False
+    for line in text.splitlines():
+        if BEGIN.match(line):
+            inside = True
+        elif END.match(line):
+            inside = False
+        elif inside and not HINT.match(line) and line.strip() and not line.strip().startswith("#"):
+            lines.append(line.strip())
+        elif not inside:
+            others.add(line.strip())
+    return lines, others
+
+
+def test_instructor_copy_unchanged_and_every_exercise_marked(student_copy):
+    status = subprocess.run(["git", "status", "--porcelain", "--", "labkit", "notebooks"], cwd=REPO,
+                            capture_output=True, text=True).stdout
+    copy, summary = student_copy
+    assert summary["regions"].keys() == {e.todo for e in EXERCISES}
+    assert sorted(summary["notebook_exercises"]) == sorted(e.name for e in EXERCISES)
+    assert subprocess.run(["git", "status", "--porcelain", "--", "labkit", "notebooks"], cwd=REPO,
+                          capture_output=True, text=True).stdout == status
+    assert not (copy / "tests" / "test_grade.py").exists()
+    assert (copy / "README.md").read_text().startswith("# MaskGIT inpainting lab: student edition")
+
+
+def test_no_solution_text_survives(student_copy):
+    copy, _ = student_copy
+    checked = 0
+    for path in sorted((REPO / "labkit").glob("*.py")):
+        name = f"labkit/{path.name}"
+        if name in TOOLS:
+            continue
+        original = path.read_text()
+        stubbed = (copy / name).read_text()
+        assert "BEGIN SOLUTION" not in stubbed and "END SOLUTION" not in stubbed
+        solution, outside = solution_lines(original)
+        for line in solution:
+            if line not in outside:                    # a line that also exists outside a region
+                assert line not in {l.strip() for l in stubbed.splitlines()}, (name, line)
+                checked += 1
+    assert checked > 30
+
+
+STUB_CALLS = {
+    "TODO1": "MultiHeadAttention(32, 4)(torch.zeros(1, 3, 32))",
+    "TODO2 step1-1": "MaskGit(cfg).encode_to_z(torch.zeros(1, 3, 32, 32))",
+    "TODO2 step1-2": "[schedules.FORMULAS[name](np.array(0.5), np) for name in schedules.SCHEDULES]",
+    "TODO2 step1-3": "MaskGit(cfg).random_token_mask(2)",
+    "TODO2 step2": "mvtm_step(MaskGit(cfg), None, torch.zeros(2, 64).long(), None, 1.0, print)",
+    "TODO3": "MaskGit(cfg).inpainting(*[None] * 8)",
+}
+
+
+def test_every_stub_raises_naming_its_todo(student_copy):
+    copy, _ = student_copy
+    script = ["import numpy as np, torch", "from labkit import schedules",
+              "from labkit.attention import MultiHeadAttention", "from labkit.maskgit import MaskGit",
+              "from labkit.train import mvtm_step", "from labkit.config import get_config",
+              "cfg = get_config('smoke')"]
+    for todo, call in STUB_CALLS.items():
+        script += ["try:", f"    {call}", "    print('no error:', %r)" % todo,
+                   "except NotImplementedError as error:", "    print('raised:', error)"]
+    result = run(copy, "-c", "\n".join(script))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == list(STUB_CALLS), lines
+    assert all(line.startswith("raised:") for line in lines)
+    # the five schedules are five stubs with their own hints
+    formulas = (copy / "labkit/schedules.py").read_text()
+    assert formulas.count("raise NotImplementedError('TODO2 step1-2:") == 5
+    assert "gamma(r) = 1 - r^2" in formulas
+
+
+def test_grader_says_not_yet_to_everything(student_copy):
+    copy, _ = student_copy
+    result = run(copy, "-m", "labkit.grade")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(EXERCISES) and all(" not yet: " in line for line in lines), lines
+
+
+def test_student_notebooks_have_exercise_and_check_cells(student_copy):
+    copy, _ = student_copy
+    notebook = json.loads((copy / "notebooks/04_inpaint.ipynb").read_text())
+    sources = ["".join(cell["source"]) for cell in notebook["cells"]]
+    at = next(i for i, s in enumerate(sources) if s.startswith("# TODO3 (inpainting)"))
+    assert "labkit/maskgit.py: MaskGit.inpainting" in sources[at]
+    assert 'labkit.grade("inpainting")' in sources[at + 1].replace("'", '"')
+    assert not any("inspect.getsource" in s for s in sources)
+
+
+def test_gate_names_the_missing_exercise(student_copy):
+    copy, _ = student_copy
+    result = run(copy, "-c", "from labkit.exercises import require; require('04')")
+    assert result.returncode == 1
+    assert "notebook 04 needs these exercises first" in result.stderr
+    assert "TODO2 step1-2 (gamma_func, labkit/schedules.py" in result.stderr
+
+
+def test_marker_errors_name_the_line():
+    with pytest.raises(MarkerError, match="<text>:1: .*has no '# END SOLUTION'"):
+        strip_solutions("# BEGIN SOLUTION TODO3\n# HINT: x\nx = 1\n")
+    with pytest.raises(MarkerError, match="unknown exercise 'TODO9'"):
+        strip_solutions("# BEGIN SOLUTION TODO9\n# HINT: x\n# END SOLUTION\n")
+    with pytest.raises(MarkerError, match="no '# HINT:' line"):
+        strip_solutions("    # BEGIN SOLUTION TODO3\n    x = 1\n    # END SOLUTION\n")
+    text, todos = strip_solutions("def f():\n    # BEGIN SOLUTION TODO3\n    # HINT: a hint\n"
+                                  "    return 1\n    # END SOLUTION\n")
+    assert todos == ["TODO3"]
+    assert text == ("def f():\n    # HINT: a hint\n"
+                    "    raise NotImplementedError('TODO3: a hint')\n")
+
+
+def test_solutions_restored_everything_done(solved_copy):
+    for path in (REPO / "labkit").glob("*.py"):
+        assert (solved_copy / "labkit" / path.name).read_text() == path.read_text()
+    result = run(solved_copy, "-m", "labkit.grade")
+    assert result.returncode == 0, result.stdout
+    assert all(line.split()[-1] == "done" for line in result.stdout.splitlines())
+
+
+def test_solved_student_notebook_runs_under_nbval(solved_copy):
+    """Notebook 04 of the student edition (exercise and check cells), solutions restored:
+    it trains the smoke stages itself. The other notebooks run the same cells (CI time)."""
+    result = run(solved_copy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                 "notebooks/04_inpaint.ipynb", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"\d+ passed", result.stdout)
