@@ -2,14 +2,16 @@
 #   make all    set up .venv and run the main job on the built-in data (cpu profile)
 #   make test   set up .venv and run the test suite (smoke profile, notebooks under nbval,
 #               and notebooks 00 and 04 in JupyterLab under a headless Chromium)
+#   make student   write the student copy (stubs, exercise and check cells) to $(STUDENT_DIR)
 PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 PROFILE  ?= cpu
 # The browser test drives Debian's chromium (Playwright never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
+STUDENT_DIR ?= student-edition
 
-.PHONY: all setup browser test main refresh-notebooks clean-runs
+.PHONY: all setup browser test main refresh-notebooks clean-runs student
 
 all: setup main
 
@@ -49,6 +51,10 @@ refresh-notebooks: setup
 
 test: setup browser
 	LABKIT_PROFILE=smoke LABKIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+
+# The student edition, from the tracked files (add WITH_SOLUTIONS=1 to keep the solutions).
+student: setup
+	$(BIN)/python -m labkit.student $(STUDENT_DIR) $(if $(WITH_SOLUTIONS),--with-solutions)
 
 clean-runs:
 	rm -rf runs/
