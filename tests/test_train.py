@@ -231,13 +231,19 @@ def test_a_failing_compiler_names_the_way_out_but_later_errors_keep_their_own(tm
     calls = {"n": 0}
 
     def compile_failing_at(failing_call):
-        def fake_compile(module, *args, **kwargs):
-            def forward(*a, **k):
+        class FakeCompiled(torch.nn.Module):     # like torch.compile's OptimizedModule
+            def __init__(self, module):
+                super().__init__()
+                self.module = module
+
+            def forward(self, *a, **k):
                 calls["n"] += 1
                 if calls["n"] == failing_call:
                     raise RuntimeError("no C++ compiler found")
-                return module(*a, **k)
-            return forward
+                return self.module(*a, **k)
+
+        def fake_compile(module, *args, **kwargs):
+            return FakeCompiled(module)
         return fake_compile
 
     monkeypatch.setattr(torch, "compile", compile_failing_at(1))
