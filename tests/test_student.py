@@ -170,3 +170,12 @@ def test_solved_student_notebook_runs_under_nbval(solved_copy):
                  "notebooks/04_inpaint.ipynb", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(r"\d+ passed", result.stdout)
+
+
+def test_student_suite_waits_for_the_exercises(student_copy):
+    copy, _ = student_copy
+    result = run(copy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                 "tests/test_exercises.py", "tests/test_config.py")
+    assert result.returncode == 1
+    assert "6 failed" in result.stdout and "skipped" in result.stdout
+    assert "needs the exercises TODO1 (attention), TODO2 step1-1 (encode_to_z)" in result.stdout
