@@ -125,8 +125,8 @@ def check_cell_text(names: list[str]) -> str:
             f"labkit.grade({quoted})     # done / not yet / wrong, with what is likely wrong")
 
 
-def _code_cell(source: str) -> dict:
-    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+def _code_cell(source: str, cell_id: str) -> dict:
+    return {"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {}, "outputs": [],
             "source": source.splitlines(keepends=True)}
 
 
@@ -143,8 +143,9 @@ def student_notebook(notebook: dict) -> tuple[dict, list[str]]:
         if unknown:
             raise MarkerError(f"notebook cell tagged {tags}: unknown exercise {unknown}; "
                               f"choose from {', '.join(BY_NAME)}")
-        cells.append(_code_cell(exercise_cell_text(names)))
-        cells.append(_code_cell(check_cell_text(names)))
+        base = cell.get("id", f"exercise-{len(cells)}")
+        cells.append(_code_cell(exercise_cell_text(names), base))
+        cells.append(_code_cell(check_cell_text(names), f"{base}-check"))
         names_seen += names
     return {**notebook, "cells": cells}, names_seen
 
