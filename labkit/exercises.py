@@ -1,5 +1,6 @@
-"""The lab's exercises, in one registry: read by ``labkit.student`` (the student copy),
-``labkit.grade`` (the grader) and ``require`` (the notebooks' first cell).
+"""The lab's exercises, in one registry (data only, no labkit import): read by
+``labkit.student`` (the student copy) and ``labkit.grade`` (the grader, and ``require``, the
+gate in the notebooks' setup cell).
 
 Each exercise is a region of the package's code between the markers
 
@@ -48,13 +49,6 @@ BY_NAME = {exercise.name: exercise for exercise in EXERCISES}
 BY_TODO = {exercise.todo: exercise for exercise in EXERCISES}
 
 
-class ExerciseMissing(RuntimeError):
-    """A notebook needs exercises that are not done yet; shown in a notebook as its message only."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"ExerciseMissing: {self}"]
-
-
 def needed_by(notebook: str) -> list[Exercise]:
     """The exercises notebook ``notebook`` (a name such as "04_inpaint" or its number) needs
     and does not ask for itself (those taught in an earlier notebook)."""
@@ -63,23 +57,4 @@ def needed_by(notebook: str) -> list[Exercise]:
             if number in exercise.notebooks and exercise.taught < number]
 
 
-def require(notebook: str) -> None:
-    """Raise ``ExerciseMissing`` naming the unfinished exercises that ``notebook`` needs from
-    earlier notebooks (checked by calling them: ``labkit.grade``); nothing when all are done.
-    The notebook's own exercises are checked by the check cell after each exercise cell."""
-    from .grade import grade_one
-
-    missing = []
-    for exercise in needed_by(notebook):
-        status, message = grade_one(exercise.name)
-        if status != "done":
-            missing.append(f"  {exercise.todo} ({exercise.name}, {exercise.where}): {status}"
-                           + (f" - {message}" if status == "wrong" else ""))
-    if missing:
-        raise ExerciseMissing(
-            f"notebook {notebook} needs these exercises first:\n" + "\n".join(missing)
-            + "\nWrite them, check with labkit.grade(\"NAME\") or `python -m labkit.grade`, "
-              "then run this notebook again.")
-
-
-__all__ = ["Exercise", "EXERCISES", "BY_NAME", "BY_TODO", "ExerciseMissing", "needed_by", "require"]
+__all__ = ["Exercise", "EXERCISES", "BY_NAME", "BY_TODO", "needed_by"]

@@ -4,6 +4,7 @@ tiny inputs, on the CPU, in seconds. It never reads the source text.
     python -m labkit.grade                 # every exercise; exit 1 while one is not done or wrong
     python -m labkit.grade gamma_func      # one (or a few) by name
     import labkit.grade; labkit.grade("gamma_func")     # in a notebook: prints, raises if not done
+    from labkit.grade import require; require("04")     # a notebook's gate: earlier exercises done
 
 Each exercise is "done", "not yet" (its stub still raises NotImplementedError, or an exercise
 it builds on is not done) or "wrong", with a diagnosis of the likely bug. The checks are
@@ -21,7 +22,7 @@ import types
 import torch
 from torch import nn
 
-from .exercises import BY_NAME, EXERCISES
+from .exercises import BY_NAME, EXERCISES, needed_by
 
 DONE, NOT_YET, WRONG = "done", "not yet", "wrong"
 # exercises a check calls through: not graded before these are done
@@ -440,6 +441,30 @@ def grade_one(name: str, _seen: dict | None = None) -> tuple[str, str]:
     return DONE, ""
 
 
+class ExerciseMissing(RuntimeError):
+    """A notebook needs exercises that are not done yet; shown in a notebook as its message only."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ExerciseMissing: {self}"]
+
+
+def require(notebook: str) -> None:
+    """Raise ``ExerciseMissing`` naming the unfinished exercises that ``notebook`` needs from
+    earlier notebooks (checked by calling them: ``labkit.grade``); nothing when all are done.
+    The notebook's own exercises are checked by the check cell after each exercise cell."""
+    missing = []
+    for exercise in needed_by(notebook):
+        status, message = grade_one(exercise.name)
+        if status != "done":
+            missing.append(f"  {exercise.todo} ({exercise.name}, {exercise.where}): {status}"
+                           + (f" - {message}" if status == "wrong" else ""))
+    if missing:
+        raise ExerciseMissing(
+            f"notebook {notebook} needs these exercises first:\n" + "\n".join(missing)
+            + "\nWrite them, check with labkit.grade(\"NAME\") or `python -m labkit.grade`, "
+              "then run this notebook again.")
+
+
 class GradeFailed(AssertionError):
     """Some graded exercises are not done; a notebook shows only the report."""
 
@@ -490,7 +515,7 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["grade", "grade_one", "main", "CHECKS", "NEEDS", "GradeFailed", "DONE", "NOT_YET", "WRONG"]
+__all__ = ["grade", "grade_one", "require", "ExerciseMissing", "main", "CHECKS", "NEEDS", "GradeFailed", "DONE", "NOT_YET", "WRONG"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,8 +11,8 @@ import torch
 from labkit import grade as grade_module
 from labkit import schedules
 from labkit.attention import MultiHeadAttention
-from labkit.exercises import EXERCISES, ExerciseMissing, needed_by, require
-from labkit.grade import grade_one
+from labkit.exercises import EXERCISES, needed_by
+from labkit.grade import ExerciseMissing, grade_one, require
 from labkit.maskgit import MaskGit
 
 

@@ -135,7 +135,7 @@ def test_student_notebooks_have_exercise_and_check_cells(student_copy):
 
 def test_gate_names_the_missing_exercise(student_copy):
     copy, _ = student_copy
-    result = run(copy, "-c", "from labkit.exercises import require; require('04')")
+    result = run(copy, "-c", "from labkit.grade import require; require('04')")
     assert result.returncode == 1
     assert "notebook 04 needs these exercises first" in result.stderr
     assert "TODO2 step1-2 (gamma_func, labkit/schedules.py" in result.stderr
