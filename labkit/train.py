@@ -5,8 +5,9 @@
     maskgit, history = train_mvtm(cfg, vqgan, tokens, run_dir(cfg))  # stage 2: the transformer
 
 Each loop is a plain ``while`` loop (nanoGPT style): learning rate -> batch -> loss ->
-backward -> clip -> step -> log. The plumbing around it (resume, checkpoints, Ctrl-C, the
-NaN watch, the log and the progress bar) is ``labkit.run.TrainingRun``.
+backward -> clip -> step -> log. Stage 2's step (mask, forward, loss, backward, clip, step)
+is ``mvtm_step``, the course's exercise TODO2 step2. The plumbing around it (resume,
+checkpoints, Ctrl-C, the NaN watch, the log and the progress bar) is ``labkit.run.TrainingRun``.
 
 Learning rate: linear warmup over ``cfg.warmup_steps``, then a cosine decay that stops at
 ``MIN_LR_RATIO`` (10 %) of the peak instead of 0. A short run ends better with some decay,
