@@ -220,7 +220,7 @@ def write_student_copy(out_dir: str | Path, root: str | Path | None = None,
     shown = []
     for name in files:
         source, target = root / name, out / name
-        if not source.is_file() or (name in INSTRUCTOR_ONLY and not with_solutions):
+        if not source.is_file() or name in INSTRUCTOR_ONLY:
             continue                                           # deleted in the work tree, or the instructor's
         target.parent.mkdir(parents=True, exist_ok=True)
         if name.startswith("labkit/") and name.endswith(".py") and name not in TOOLS:
