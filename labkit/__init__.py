@@ -26,6 +26,8 @@ One module per concept of the lab:
     params       checks of the notebooks' parameters (papermill -p)
     utils        the device and seed helpers, where runs live, atomic writes
     command      how the command lines report a mistake (one message, exit codes, Ctrl-C)
+    exercises    the student edition's exercises (course TODO ids); student: the student copy;
+                 grade: the grader that names a student's likely bug
 
 ``import labkit`` is quick and imports no lesson module: each name below is imported the
 first time it is used (``labkit.MaskGit``, ``from labkit import get_config``). So

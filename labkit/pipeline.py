@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-from .progress import tqdm
 
 from . import distributed, utils
 from .config import LabConfig
@@ -28,6 +27,7 @@ from .evaluate import ROWS, inpaint_and_score, mean_scores
 from .maskgit import MaskGit
 from .masks import pixel_to_token_mask
 from .plots import image_grid, plot_history, save_figure, show_reconstructions
+from .progress import tqdm
 from .train import extract_tokens, train_mvtm, train_vqgan
 from .utils import get_device, run_dir
 from .vqgan import codebook_usage

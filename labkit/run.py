@@ -41,11 +41,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from .progress import tqdm
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from .config import LabConfig
+from .progress import tqdm
 from .utils import atomic_write_text, fingerprint
 
 

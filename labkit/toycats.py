@@ -31,6 +31,7 @@ import sys
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
+
 from .progress import tqdm
 
 SUPERSAMPLE = 4

@@ -30,13 +30,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
-from .progress import tqdm
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import LabConfig
 from .maskgit import MaskGit
 from .metrics import masked_token_accuracy, masked_token_hits
+from .progress import tqdm
 from .run import (TrainingRun, batch_generator, data_provenance, finished_steps, random_streams,
                   refuse_unfinished, wrap_ddp)
 from .utils import atomic_path, autocast, fingerprint, get_device, run_dir, seed_everything
