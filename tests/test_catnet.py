@@ -85,6 +85,12 @@ def test_degradation_is_seeded_changes_every_chosen_image_and_draws_a_fixed_coun
     assert torch.equal(untouched.get_state(), used.get_state())
 
 
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half"])
+def test_the_degraded_share_is_validated(share):
+    with pytest.raises(ValueError, match=r"catnet_degrade=.*expected a number in \[0, 1\]"):
+        get_config("smoke", catnet_degrade=share)
+
+
 def test_a_net_trained_with_other_degradations_is_refused(tmp_path):
     images, labels = render_cats(5, range(32), SIZE)
     plain = get_config("smoke", catnet_degrade=0.0)
