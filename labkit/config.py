@@ -94,6 +94,7 @@ class LabConfig:
     catnet_steps: int = 1500
     catnet_batch_size: int = 64
     catnet_lr: float = 2e-3
+    catnet_degrade: float = 0.5    # share of training images blurred / resampled (labels unchanged)
 
     # --- logging / checkpoints ---
     log_every: int = 50
@@ -209,7 +210,7 @@ FIELD_RULES = {
     "choice_temperature": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
     "sweet_spot": ("None or an integer >= 1", lambda v: v is None or _integer(v, 1)),
     "catnet_channels": _CHANNELS, "catnet_steps": _POSITIVE, "catnet_batch_size": _POSITIVE,
-    "catnet_lr": _RATE,
+    "catnet_lr": _RATE, "catnet_degrade": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
     "log_every": _POSITIVE, "ckpt_every": _POSITIVE,
 }
 

@@ -1,5 +1,6 @@
-"""CatNet and FD_catnet: label-consistent augmentation, deterministic training, and a
-distance that rises with every kind of damage and sits at its floor for real images.
+"""CatNet and FD_catnet: label-consistent augmentation, degradations that leave the labels
+alone, deterministic training, and a distance that sits at its floor for real images,
+rises with noise, holes and mode collapse, and counts a hole for more than a blur.
 
 The FD tests train a small CatNet once for the module: 32x32 cats, catnet_channels
 (16, 32, 32) instead of the smoke profile's (8, 16, 16), 512 training cats, 120 steps. The
@@ -18,7 +19,7 @@ import torchvision.transforms.functional as TF
 from labkit import get_config
 import labkit.catnet as catnet_module
 from labkit.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, catnet_extractor,
-                           load_catnet, load_or_train_catnet, train_catnet)
+                           degrade, load_catnet, load_or_train_catnet, train_catnet)
 from labkit.checkpoint import CheckpointError
 from labkit.fid import frechet_distance
 from labkit.run import TrainingInterrupted, UnfinishedStageError
@@ -68,6 +69,37 @@ def test_augmentation_changes_labels_like_the_renderer(flip):
     error = (moved - redrawn)[inner].abs().mean()
     assert error < 0.02
     assert error < 0.25 * (image - redrawn)[inner].abs().mean()        # far closer than unmoved
+
+
+def test_degradation_is_seeded_changes_every_chosen_image_and_draws_a_fixed_count():
+    images = as_tensor(render_cats(5, range(8), SIZE)[0])
+    first = degrade(images, torch.Generator().manual_seed(3), 1.0)
+    assert torch.equal(first, degrade(images, torch.Generator().manual_seed(3), 1.0))
+    assert not torch.equal(first, degrade(images, torch.Generator().manual_seed(4), 1.0))
+    assert ((first - images).abs().flatten(1).mean(1) > 0.005).all()    # every image changed
+    assert first.min() >= 0 and first.max() <= 1
+    # share 0 changes nothing, yet draws as many numbers as share 1: the stream stays in step
+    untouched, used = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(degrade(images, untouched, 0.0), images)
+    degrade(images, used, 1.0)
+    assert torch.equal(untouched.get_state(), used.get_state())
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half"])
+def test_the_degraded_share_is_validated(share):
+    with pytest.raises(ValueError, match=r"catnet_degrade=.*expected a number in \[0, 1\]"):
+        get_config("smoke", catnet_degrade=share)
+
+
+def test_a_net_trained_with_other_degradations_is_refused(tmp_path):
+    images, labels = render_cats(5, range(32), SIZE)
+    plain = get_config("smoke", catnet_degrade=0.0)
+    train_catnet(plain, images, labels, run_dir=tmp_path, steps=2, progress=False)
+    assert load_catnet(tmp_path, plain).extra["degrade"] == 0.0
+    with pytest.raises(CheckpointError, match="catnet_degrade=0.0 but the config asks for 0.5"):
+        load_catnet(tmp_path, get_config("smoke"))
+    with pytest.raises(CheckpointError, match="Delete it"):
+        train_catnet(get_config("smoke"), images, labels, run_dir=tmp_path, steps=2, progress=False)
 
 
 # ------------------------------------------------------------------ training and checkpoint
@@ -213,9 +245,12 @@ def test_fd_catnet_floor_and_damage(trained, draws):
         "holes": [with_grey_square(other, half) for half in (5, 8)],
         "mode collapse": [other[torch.arange(150) % 10], other[torch.arange(150) % 2]],
     }
-    for kind, (mild, strong) in damage.items():
-        mild_fd, strong_fd = _fd(extractor, mild, ref), _fd(extractor, strong, ref)
+    fd = {kind: [_fd(extractor, images, ref) for images in pair] for kind, pair in damage.items()}
+    for kind in ("noise", "holes", "mode collapse"):
+        mild_fd, strong_fd = fd[kind]
         assert floor * 1.3 < mild_fd < strong_fd, (kind, floor, mild_fd, strong_fd)
+    # Blur is what the net learnt to ignore (catnet_degrade): missing content counts for more.
+    assert fd["blur"][0] < fd["holes"][0] and fd["blur"][1] < fd["holes"][1], (fd, floor)
 
 
 def test_wrong_image_size_is_explained(trained):

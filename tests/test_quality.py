@@ -1,0 +1,69 @@
+"""The quality study's harness (benchmarks/bench_quality.py): one override per variant, the
+gap-closed ratio, and a run of two variants on the smoke profile with every metric."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from labkit import get_config
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_quality", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_quality.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+pytestmark = pytest.mark.filterwarnings("ignore::labkit.fid.SmallSampleWarning",
+                                        "ignore::scipy.linalg.LinAlgWarning")
+
+
+def test_gap_closed_on_made_up_numbers():
+    assert bench.gap_closed(0.178, 0.098, 0.034) == pytest.approx(0.08 / 0.144)   # issue 12: 56 %
+    assert bench.gap_closed(0.2, 0.2, 0.05) == 0                                  # no better than grey
+    assert bench.gap_closed(0.2, 0.05, 0.05) == 1                                 # at the ceiling
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_every_variant_changes_exactly_one_field(profile):
+    base = get_config(profile)
+    for name in bench.VARIANTS:
+        cfg, override = bench.variant_config(base, name)
+        changed = {key for key, value in cfg.to_dict().items() if value != base.to_dict()[key]}
+        assert changed == set(override), name
+        assert len(override) == (0 if name == "baseline" else 1), name
+    assert not set(bench.PENDING) & set(bench.VARIANTS)
+    with pytest.raises(ValueError, match="lr-plateau"):
+        bench.variant_config(base, "no-such-variant")
+
+
+def test_scale_shrinks_the_steps_and_stage_2_changes_share_a_tokenizer():
+    base = get_config("cpu")
+    cfg, _ = bench.variant_config(base, "mvtm-steps-x2", scale=0.1)
+    assert (cfg.vq_steps, cfg.mvtm_steps, cfg.warmup_steps) == (120, 200, 10)
+    key = bench.stage1_key(base)
+    assert bench.stage1_key(bench.variant_config(base, "no-label-smoothing")[0]) == key
+    assert bench.stage1_key(bench.variant_config(base, "codebook-half")[0]) != key
+
+
+def test_the_harness_on_smoke_scores_every_metric(tmp_path, capsys):
+    results = bench.run_study("smoke", ["baseline", "no-label-smoothing"], scale=0.2,
+                              runs=tmp_path / "runs", data=tmp_path / "data")
+    assert [row["variant"] for row in results] == ["baseline", "no-label-smoothing"]
+    for row in results:
+        for column in bench.COLUMNS:
+            if column.endswith("_min") or column in ("hole_l1", "gap_closed") or column.startswith("FD_"):
+                assert math.isfinite(row[column]), (row["variant"], column)
+        assert row["gap_closed"] == pytest.approx(bench.gap_closed(
+            row["l1_masked_input"], row["hole_l1"], row["l1_tokenizer_ceiling"]))
+        assert row["hole_l1"] == row["rows"]["maskgit"]["hole_l1"]
+        assert 0 <= row["token_accuracy"] <= 1 and row["stage2_min"] > 0
+    assert results[0]["stage1_run"] == results[1]["stage1_run"]          # one tokenizer for both
+    assert results[1]["stage1_cpu_min"] < results[0]["stage1_cpu_min"]   # reused, not retrained
+    assert results[0]["stage2_run"] != results[1]["stage2_run"]
+    folder = tmp_path / "runs" / "quality" / "smoke-scale0.2"
+    assert len(json.loads((folder / "results.json").read_text())) == 2
+    assert (folder / "results.csv").read_text().splitlines()[0].split(",") == list(bench.COLUMNS)
+    table = bench.format_table(results)
+    assert "gap" in table and "no-label-smoothing" in table
