@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labkit import get_config                                        # noqa: E402
 from labkit.config import LabConfig                                  # noqa: E402
 from labkit.datasets import toy_cats                                 # noqa: E402
-from labkit.evaluate import ROWS, inpaint_and_score, mean_scores     # noqa: E402
+from labkit.evaluate import ROWS, gap_closed, inpaint_and_score, mean_scores   # noqa: E402
 from labkit.fid import FeatureStats, frechet_distance                # noqa: E402
 from labkit.masks import pixel_to_token_mask                         # noqa: E402
 from labkit.train import extract_tokens, load_maskgit, train_mvtm, train_vqgan   # noqa: E402
@@ -92,12 +92,6 @@ COLUMNS = ("variant", "override", "hole_l1", "hole_psnr", "gap_closed", "token_a
            "FD_catnet_raw_masked_input", "FD_catnet_raw_vqgan_masked", "l1_masked_input",
            "l1_tokenizer_ceiling", "stage1_min", "stage2_min", "stage1_cpu_min", "stage2_cpu_min",
            "catnet_hash", "stage1_run", "stage2_run")
-
-
-def gap_closed(l1_masked_input: float, l1_model: float, l1_ceiling: float) -> float:
-    """The share of the gap between the masked input and the tokenizer's ceiling that the
-    model closes: 0 = no better than the grey hole, 1 = as good as the tokenizer allows."""
-    return (l1_masked_input - l1_model) / (l1_masked_input - l1_ceiling)
 
 
 def variant_config(base: LabConfig, name: str, scale: float = 1.0) -> tuple[LabConfig, dict]:

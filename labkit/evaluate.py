@@ -93,6 +93,15 @@ def inpaint_and_score(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch
     return Scored(result, truth.cpu(), masks.cpu(), {row: value.cpu() for row, value in rows.items()})
 
 
+def gap_closed(l1_masked_input: float, l1_model: float, l1_ceiling: float) -> float:
+    """The share of the gap between the masked input and the tokenizer's ceiling that the model
+    closes, in hole L1: 0 = no better than the grey hole, 1 = as good as the tokenizer allows.
+
+        (L1_masked_input - L1_model) / (L1_masked_input - L1_tokenizer_ceiling)
+    """
+    return (l1_masked_input - l1_model) / (l1_masked_input - l1_ceiling)
+
+
 def mean_scores(batches: list[Scored]) -> dict:
     """{row: {metric: mean over every image of ``batches``}} (images with an empty hole,
     whose hole scores are NaN, are left out of the hole means)."""
@@ -103,4 +112,4 @@ def mean_scores(batches: list[Scored]) -> dict:
 
 
 __all__ = ["METRICS", "ROWS", "BASELINES", "pixel_scores", "round_trip", "Scored", "inpaint_and_score",
-           "mean_scores"]
+           "gap_closed", "mean_scores"]

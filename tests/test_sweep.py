@@ -161,6 +161,9 @@ def test_pipeline_evaluation_records_its_settings_and_rows(tmp_path):
                                        choice_temperature=1.5, sample=False)
     assert set(summary["rows"]) == set(ROWS) and summary["n_images"] == len(test)
     assert summary["rows"]["masked_input"]["hole_l1"] > 0
+    hole_l1 = {row: scores["hole_l1"] for row, scores in summary["rows"].items()}
+    assert summary["gap_closed"] == (hole_l1["masked_input"] - hole_l1["maskgit"]) / (
+        hole_l1["masked_input"] - hole_l1["tokenizer_ceiling"])
     assert (tmp_path / "runs" / "smoke" / "inpaint_grid.png").is_file()
     table = format_table(summary)
     assert table.startswith("decoding: square schedule, T=4, t*=3, choice temperature 1.5, argmax")
