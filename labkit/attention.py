@@ -58,9 +58,9 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, D) -> (B, N, D), the hand-written course path."""
         # BEGIN SOLUTION TODO1
-        # HINT: q, k, v = self.split_heads(self.q_linear(x)) etc.: (B, H, N, d_k);
-        # HINT: scores = q k^T / sqrt(d_k): (B, H, N, N); softmax over the keys (last dim);
-        # HINT: self.dropout(attention) @ v, then self.merge_heads and self.out_linear -> (B, N, D)
+        # HINT: project x to queries, keys and values, each split into heads: (B, H, N, d_k);
+        # HINT: scores = Q K^T / sqrt(d_k): (B, H, N, N); softmax over the keys (the last dim);
+        # HINT: the weights (after dropout) times V: (B, H, N, d_k); merge the heads, project -> (B, N, D)
         q = self.split_heads(self.q_linear(x))                        # (B, H, N, d_k)
         k = self.split_heads(self.k_linear(x))                        # (B, H, N, d_k)
         v = self.split_heads(self.v_linear(x))                        # (B, H, N, d_k)

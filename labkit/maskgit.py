@@ -170,7 +170,7 @@ class MaskGit(nn.Module):
         device = generator.device if generator is not None else self.device
         n = self.num_image_tokens
         # BEGIN SOLUTION TODO2 step1-3
-        # HINT: per image draw r ~ U(0, 1) (torch.rand(batch, generator=generator, device=device)),
+        # HINT: per image draw r ~ U(0, 1) from generator (on its device),
         # HINT: mask n_masked = ceil(gamma(r) * N) tokens (at least 1) chosen at random:
         # HINT: mask is (B, N) bool, True = hidden, mask.sum(1) == n_masked
         r = torch.rand(batch, generator=generator, device=device)              # one ratio per image
@@ -187,8 +187,8 @@ class MaskGit(nn.Module):
         z_indices: (B, N) -> logits (B, N, K), z_indices (B, N), mask (B, N) bool.
         """
         # BEGIN SOLUTION TODO2 step1-3
-        # HINT: mask = self.random_token_mask(B, generator); replace the masked ids by
-        # HINT: self.mask_token_id (masked_fill) and run self.transformer on them -> logits (B, N, K)
+        # HINT: draw the training mask (B, N) with random_token_mask; replace the hidden ids by
+        # HINT: the [MASK] id; the transformer predicts logits (B, N, K) at every position
         mask = self.random_token_mask(z_indices.shape[0], generator)
         masked_ids = z_indices.masked_fill(mask, self.mask_token_id)           # hide the chosen tokens
         logits = self.transformer(masked_ids)                                  # predict all N

@@ -310,10 +310,10 @@ def mvtm_step(maskgit: MaskGit, optimizer: torch.optim.Optimizer, z: torch.Tenso
     updates the weights. Returns (loss, logits (B, N, K), z (B, N), mask (B, N) bool).
     """
     # BEGIN SOLUTION TODO2 step2
-    # HINT: with autocast(maskgit.device): logits, z, mask = maskgit.forward_tokens(z, generator)
-    # HINT: and loss = maskgit.loss(logits, z, mask); then optimizer.zero_grad(set_to_none=True),
-    # HINT: loss.backward(), grad_norm = nn.utils.clip_grad_norm_(maskgit.transformer.parameters(),
-    # HINT: grad_clip), check_finite(loss, grad_norm) BEFORE optimizer.step()
+    # HINT: mask and predict with the MVTM forward (under autocast of the model's device):
+    # HINT: logits (B, N, K), z (B, N), mask (B, N); loss = the MVTM cross-entropy (maskgit.loss);
+    # HINT: clear the old gradients, back-propagate, clip the transformer's gradient norm to
+    # HINT: grad_clip, give (loss, grad_norm) to check_finite BEFORE the optimizer's step
     with autocast(maskgit.device):
         logits, z, mask = maskgit.forward_tokens(z, generator)
         loss = maskgit.loss(logits, z, mask)
