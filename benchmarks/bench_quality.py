@@ -56,7 +56,7 @@ from labkit.utils import runs_root                                   # noqa: E40
 
 # Fields stage 1 never reads: variants that differ only in these share one tokenizer.
 STAGE2_FIELDS = ("dim", "num_layers", "num_heads", "mlp_dim", "dropout", "attn_drop", "mvtm_steps",
-                 "mvtm_batch_size", "mvtm_lr", "loss", "label_smoothing", "train_gamma", "gamma_type",
+                 "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "train_mask", "loss", "label_smoothing", "train_gamma", "gamma_type",
                  "total_iter", "choice_temperature", "sweet_spot", "catnet_channels", "catnet_steps",
                  "catnet_batch_size", "catnet_lr", "catnet_degrade", "n_val", "n_test")
 
@@ -73,19 +73,14 @@ VARIANTS = {
     "head-dim-32": ("heads = dim / 32 (cpu: 4 heads of 32)", lambda c: {"num_heads": max(1, c.dim // 32)}),
     "mvtm-steps-x2": ("stage-2 steps x 2", lambda c: {"mvtm_steps": 2 * c.mvtm_steps}),
     "mvtm-lr-half": ("stage-2 peak learning rate / 2", lambda c: {"mvtm_lr": c.mvtm_lr / 2}),
+    "lr-to-zero": ("stage-2 cosine to 0 (pitfall 8's aggressive decay)", lambda c: {"mvtm_lr_floor": 0.0}),
+    "lr-flat": ("stage-2 rate flat after warmup (no decay)", lambda c: {"mvtm_lr_floor": 1.0}),
+    "train-holes": ("training masks inside brush strokes like the test's", lambda c: {"train_mask": "holes"}),
+    "train-mixed": ("half random masks, half brush-stroke holes", lambda c: {"train_mask": "mixed"}),
     "no-label-smoothing": ("label smoothing 0", lambda c: {"label_smoothing": 0.0}),
     "label-smoothing-0.2": ("label smoothing 0.2", lambda c: {"label_smoothing": 0.2}),
     "data-half": ("training images / 2", lambda c: {"n_train": max(1, c.n_train // 2)}),
     "data-x2": ("training images x 2", lambda c: {"n_train": 2 * c.n_train}),
-}
-# Variants the study wants that the code cannot express yet, and what they need.
-PENDING = {
-    "lr-cosine-to-zero": "labkit.train.lr_at to read a schedule field (lr_schedule, min_lr_ratio) "
-                         "from the config; today it is cosine to 10 % (MIN_LR_RATIO)",
-    "lr-cosine-floor": "the same, with min_lr_ratio as the floor",
-    "lr-plateau": "the same, with the course's plateau schedule",
-    "test-like-masks": "MaskGit.random_token_mask to draw brush-stroke token masks with the test "
-                       "holes' statistics (a training-mask field in the config)",
 }
 COLUMNS = ("variant", "override", "hole_l1", "hole_psnr", "gap_closed", "token_accuracy", "val_accuracy",
            "FD_catnet_composite", "FD_catnet_raw", "FD_catnet_raw_tokenizer_ceiling",
@@ -98,8 +93,7 @@ def variant_config(base: LabConfig, name: str, scale: float = 1.0) -> tuple[LabC
     """(config, the override) of the variant ``name``; ``scale`` shrinks both stages' steps
     and warmup (at least one step) after the override."""
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)} "
-                         f"(not expressible yet: {', '.join(PENDING)})")
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
     override = VARIANTS[name][1](base)
     cfg = base.replace(**override)
     if scale != 1.0:
@@ -245,8 +239,6 @@ def main(argv=None) -> None:
     if args.list:
         for name, (what, _) in VARIANTS.items():
             print(f"{name:22s} {what}")
-        for name, need in PENDING.items():
-            print(f"{name:22s} (not yet: needs {need})")
         return
     if args.score:
         cfg = get_config(args.profile)

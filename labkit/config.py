@@ -25,6 +25,7 @@ from numbers import Integral, Real
 from .schedules import SCHEDULES
 
 PROFILES = ("smoke", "cpu", "gpu")
+TRAIN_MASKS = ("random", "holes", "mixed")   # what MaskGit.random_token_mask hides in training
 
 # Fields that shape the weights of each stage. A checkpoint can only be loaded into a
 # model whose config agrees on these; everything else (steps, learning rate...) may differ.
@@ -82,6 +83,9 @@ class LabConfig:
     loss: str = "masked"           # "masked" (MaskGIT paper) or "full" (all positions)
     label_smoothing: float = 0.1
     train_gamma: str = "cosine"    # schedule that maps r ~ U(0,1) to the training mask ratio
+    train_mask: str = "random"     # "random" tokens anywhere, "holes" inside brush strokes like
+                                   # the test masks', or "mixed" (each image one or the other)
+    mvtm_lr_floor: float = 0.1     # the cosine ends at this share of the peak (0: to zero, 1: flat)
 
     # --- iterative decoding (labkit.maskgit) ---
     gamma_type: str = "cosine"
@@ -206,6 +210,8 @@ FIELD_RULES = {
     "loss": ("'masked' (MaskGIT paper) or 'full' (all tokens)", lambda v: v in ("masked", "full")),
     "label_smoothing": _SHARE,
     "train_gamma": _SCHEDULE, "gamma_type": _SCHEDULE,
+    "train_mask": (f"one of {', '.join(TRAIN_MASKS)}", lambda v: v in TRAIN_MASKS),
+    "mvtm_lr_floor": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
     "total_iter": _POSITIVE,
     "choice_temperature": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
     "sweet_spot": ("None or an integer >= 1", lambda v: v is None or _integer(v, 1)),

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LabConfig, check_field, check_sweet_spot
-from .masks import as_pixel_mask, paste_known, pixel_to_token_mask
+from .masks import as_pixel_mask, paste_known, pixel_to_token_mask, training_token_holes
 from .schedules import SCHEDULES, gamma_func
 from .transformer import BidirectionalTransformer
 from .vqgan import VQGAN
@@ -132,6 +132,9 @@ class InpaintResult:
         return self.trace.settings
 
 
+HOLE_BANK = 2048   # brush-stroke holes drawn once for train_mask="holes" (about 2 s)
+
+
 class MaskGit(nn.Module):
     """The course's ``MaskGit``: a VQGAN tokenizer plus a bidirectional transformer."""
 
@@ -144,6 +147,7 @@ class MaskGit(nn.Module):
         self.num_image_tokens = config.num_image_tokens
         self.num_codebook_vectors = config.num_codebook_vectors
         self.mask_token_id = config.mask_token_id
+        self._holes = None   # the bank of training holes, drawn on first use
 
     @property
     def device(self) -> torch.device:
@@ -165,7 +169,13 @@ class MaskGit(nn.Module):
     # ------------------------------------------------------------------ training (MVTM)
     def random_token_mask(self, batch: int, generator: torch.Generator | None = None,
                           gamma: str | None = None) -> torch.Tensor:
-        """(B, N) bool: per image, r ~ U(0, 1) and ceil(gamma(r) * N) random tokens masked."""
+        """(B, N) bool: per image, r ~ U(0, 1) and ceil(gamma(r) * N) random tokens masked.
+
+        With the config's ``train_mask`` "holes" (or "mixed": each image a coin flip) the
+        tokens come from ``hole_token_mask`` instead.
+        """
+        if self.config.train_mask != "random":
+            return self.hole_token_mask(batch, generator, gamma)
         gamma = self.gamma_func(gamma or self.config.train_gamma)
         device = generator.device if generator is not None else self.device
         n = self.num_image_tokens
@@ -179,6 +189,31 @@ class MaskGit(nn.Module):
         ranks = scores.argsort(dim=1).argsort(dim=1)                           # a random order
         mask = ranks < n_masked[:, None]                                       # mask the first n_masked
         # END SOLUTION
+        return mask.to(self.device)
+
+    def hole_token_mask(self, batch: int, generator: torch.Generator | None = None,
+                        gamma: str | None = None) -> torch.Tensor:
+        """(B, N) bool, masks shaped like the test's: per image a brush-stroke hole of n_hole
+        tokens (one of HOLE_BANK drawn once by ``masks.training_token_holes``), r ~ U(0, 1)
+        and ceil(gamma(r) * n_hole) of the hole's tokens masked at random: the states that
+        iterative decoding meets, the whole hole at t = 1, fewer of its tokens later.
+        With ``train_mask="mixed"`` the hole of half of the images (a coin flip each) is the
+        whole grid, which is ``random_token_mask``'s mask.
+        """
+        cfg = self.config
+        gamma = self.gamma_func(gamma or cfg.train_gamma)
+        device = generator.device if generator is not None else self.device
+        if self._holes is None:
+            self._holes = training_token_holes(cfg.data_seed, HOLE_BANK, cfg.image_size, cfg.downsample)
+        pick = torch.randint(0, len(self._holes), (batch,), generator=generator, device=device)
+        hole = self._holes.to(device)[pick]                                    # (B, N)
+        if cfg.train_mask == "mixed":
+            anywhere = torch.rand(batch, generator=generator, device=device) < 0.5
+            hole = hole | anywhere[:, None]
+        r = torch.rand(batch, generator=generator, device=device)
+        n_masked = torch.ceil(gamma(r) * hole.sum(dim=1)).long().clamp(min=1)   # (B,), at least one
+        scores = torch.rand(hole.shape, generator=generator, device=device).masked_fill(~hole, 2.0)
+        mask = scores.argsort(dim=1).argsort(dim=1) < n_masked[:, None]        # inside the hole only
         return mask.to(self.device)
 
     def forward_tokens(self, z_indices: torch.Tensor, generator: torch.Generator | None = None):

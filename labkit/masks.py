@@ -56,19 +56,20 @@ def pixel_to_token_mask(pixel_mask: torch.Tensor, patch: int) -> torch.Tensor:
 # about 37-46 % of 4 x 4 tokens at 64 x 64) instead of leaving them to chance.
 
 _MASK_STREAM = 0x6D61736B   # "mask": keeps mask randomness apart from the toy cats' streams
+_HOLE_STREAM = 0x686F6C65   # "hole": training strokes, never equal to a test mask of any seed
 MISSING_FRACTION = (0.21, 0.25)   # the target share of missing pixels is drawn from this range
 # Bumped whenever the strokes change, so cached test sets (labkit.datasets) are re-made.
 MASK_VERSION = 1
 
 
-def brush_mask(seed: int, index: int, size: int = 64) -> np.ndarray:
+def brush_mask(seed: int, index: int, size: int = 64, stream: int = _MASK_STREAM) -> np.ndarray:
     """Mask number ``index`` of mask set ``seed``: (size, size) bool, True = missing.
 
     Lengths and brush widths are given for 64 x 64 and scale with ``size``, so the share
     of missing pixels is the same at any size (the share of tokens grows when the token
     patch is large compared with the brush, e.g. 32 x 32 with patch 4).
     """
-    rng = np.random.default_rng([_MASK_STREAM, seed, index])
+    rng = np.random.default_rng([stream, seed, index])
     unit = size / 64
     target = rng.uniform(*MISSING_FRACTION) * size * size      # missing pixels wanted
     canvas = Image.new("1", (size, size), 0)
@@ -107,3 +108,10 @@ def make_masks(seed: int, n: int, size: int = 64, start: int = 0) -> np.ndarray:
     for k in range(n):
         masks[k] = brush_mask(seed, start + k, size)
     return masks
+
+
+def training_token_holes(seed: int, n: int, size: int, patch: int) -> torch.Tensor:
+    """(n, (size/patch)**2) bool: the token grids of ``n`` brush masks drawn like the test
+    masks but from their own random stream (MVTM's ``train_mask="holes"``)."""
+    strokes = np.stack([brush_mask(seed, k, size, stream=_HOLE_STREAM) for k in range(n)])
+    return pixel_to_token_mask(torch.from_numpy(strokes), patch)

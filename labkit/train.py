@@ -10,9 +10,10 @@ is ``mvtm_step``, the course's exercise TODO2 step2. The plumbing around it (res
 checkpoints, Ctrl-C, the NaN watch, the log and the progress bar) is ``labkit.run.TrainingRun``.
 
 Learning rate: linear warmup over ``cfg.warmup_steps``, then a cosine decay that stops at
-``MIN_LR_RATIO`` (10 %) of the peak instead of 0. A short run ends better with some decay,
-but the course's pitfall 8 (a report gained 8 FID points by removing an aggressive decay)
-is why the rate never falls near zero.
+a floor instead of 0: ``MIN_LR_RATIO`` (10 %) of the peak for the tokenizer and CatNet,
+``cfg.mvtm_lr_floor`` for the transformer (1.0 keeps it flat). A short run ends better with
+some decay, but the course's pitfall 8 (notebook 06: a report gained 8 FID points by removing
+an aggressive decay) is why the rate never falls to zero by default.
 
 Checkpoints: ``<run_dir>/<name>.safetensors`` (and a ``.json`` summary), written every
 ``cfg.ckpt_every`` steps, at the end and on Ctrl-C. Calling the same function again resumes
@@ -52,12 +53,13 @@ HOW_TO_TRAIN = {
 
 # ----------------------------------------------------------------------------- shared pieces
 
-def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine to 10 %."""
+def lr_at(step: int, peak: float, warmup: int, total: int, floor: float = MIN_LR_RATIO) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warmup, then a cosine from
+    ``peak`` down to ``floor * peak`` at the last step (floor 1: constant after the warmup)."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model: nn.Module, lr: float, cfg: LabConfig, device: torch.device):
@@ -340,7 +342,7 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
     maskgit.vqgan.eval()
     with run:
         while run.more():
-            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total))
+            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total, cfg.mvtm_lr_floor))
             # batch: B random token grids, drawn on the device where the tokens live
             index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
                                   device=batch_rng.device)

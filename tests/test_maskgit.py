@@ -8,6 +8,8 @@ import torch
 
 import labkit.maskgit as maskgit_module
 from labkit import SCHEDULES, MaskGit, gamma_func, get_config, mvtm_loss
+from labkit.datasets import split_seed
+from labkit.masks import make_masks, pixel_to_token_mask
 from labkit.schedules import FORMULAS
 
 CFG = get_config("smoke")
@@ -83,6 +85,28 @@ def test_training_mask_counts_follow_gamma_of_a_per_image_ratio(model):
     assert mask.sum(1).min() >= 1
     # per-image ratios, not one 50 % mask for all (pitfall 2), and not inverted (pitfall 1)
     assert mask.sum(1).float().std() > 0.15 * n
+
+
+def test_hole_training_masks_stay_inside_brush_strokes_like_the_tests():
+    cfg = CFG.replace(train_mask="holes")
+    holes_model = MaskGit(cfg)
+    mask = holes_model.random_token_mask(256, torch.Generator().manual_seed(1))
+    bank = holes_model._holes                                    # drawn on first use
+    assert bank.shape == (maskgit_module.HOLE_BANK, cfg.num_image_tokens)
+    # every masked token lies in one of the bank's holes, and only a share gamma(r) of it
+    inside = (mask[:, None, :] & ~bank[None]).sum(-1) == 0        # (B, bank): mask within hole k
+    assert inside.any(dim=1).all()
+    assert mask.sum(1).min() >= 1
+    assert mask.float().mean() < 0.5 * bank.float().mean() + 0.2
+    # the training strokes are not the test masks (another random stream), but look like them
+    test = pixel_to_token_mask(torch.from_numpy(make_masks(split_seed(cfg.data_seed, "test"), 64,
+                                                           cfg.image_size)), cfg.downsample)
+    assert not (bank[:, None, :] == test[None]).all(-1).any()
+    assert abs(bank.float().mean() - test.float().mean()) < 0.1
+    # "mixed": some images are masked outside any hole (random_token_mask's masks)
+    mixed = MaskGit(CFG.replace(train_mask="mixed")).random_token_mask(256, torch.Generator().manual_seed(1))
+    outside = ~((mixed[:, None, :] & ~bank[None]).sum(-1) == 0).any(dim=1)
+    assert 0.2 < outside.float().mean() < 0.8
 
 
 def test_forward_tokens_masks_inputs_and_returns_targets(model):

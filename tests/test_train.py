@@ -76,6 +76,28 @@ def test_lr_schedule_warms_up_then_decays_to_a_floor():
     assert lrs[-1] == pytest.approx(train_module.MIN_LR_RATIO, abs=1e-3)   # not zero
 
 
+@pytest.mark.parametrize("floor", [0.0, 0.3, 1.0])
+def test_lr_floor_is_where_the_cosine_ends(floor):
+    lrs = [lr_at(step, 2.0, warmup=5, total=50, floor=floor) for step in range(50)]
+    assert lrs[4] == pytest.approx(2.0)
+    assert lrs[-1] == pytest.approx(2.0 * floor, abs=5e-3)
+    assert min(lrs[4:]) >= 2.0 * floor - 1e-12
+    if floor == 1.0:
+        assert lrs[4:] == pytest.approx([2.0] * 46)                       # flat after warmup
+
+
+def test_the_transformer_follows_the_configs_lr_floor(tmp_path, monkeypatch):
+    seen = []
+
+    def recording(step, peak, warmup, total, floor=train_module.MIN_LR_RATIO):
+        seen.append(floor)
+        return lr_at(step, peak, warmup, total, floor)
+    monkeypatch.setattr(train_module, "lr_at", recording)
+    cfg = CFG.replace(mvtm_steps=2, mvtm_lr_floor=0.0)
+    train_mvtm(cfg, VQGAN(cfg), structured_tokens(), tmp_path, progress=False)
+    assert seen == [0.0, 0.0]
+
+
 def test_weight_decay_only_on_linear_and_conv_weights():
     model = MaskGit(CFG).transformer
     decayed, plain = train_module.make_optimizer(model, 1e-3, CFG, torch.device("cpu")).param_groups
