@@ -192,12 +192,15 @@ def write(results: list[dict], out: Path) -> None:
 
 
 def run_study(profile: str = "cpu", names=None, scale: float = 1.0, runs=None, data=None,
-              device=None, out=None, catnet=None, progress: bool = False) -> list[dict]:
-    """Train (or resume) and score every variant of ``names`` (default all); returns the rows."""
+              device=None, out=None, catnet=None, progress: bool = False, base_overrides=None) -> list[dict]:
+    """Train (or resume) and score every variant of ``names`` (default all); returns the rows.
+    ``base_overrides`` ({field: value}) moves the base the variants start from (a second round)."""
     from labkit.sweep import default_extractors
 
-    base = get_config(profile)
-    tag = profile if scale == 1.0 else f"{profile}-scale{scale:g}"
+    base_overrides = base_overrides or {}
+    base = get_config(profile, **base_overrides)
+    tag = profile + "".join(f"+{key}={value}" for key, value in sorted(base_overrides.items()))
+    tag += "" if scale == 1.0 else f"-scale{scale:g}"
     root = runs_root(runs) / "quality" / tag
     extractors = _extractors(base, runs, device, data, catnet, progress, default_extractors)
     test = toy_cats(base, "test", data, progress=progress)
@@ -227,6 +230,9 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     parser.add_argument("--only", action="append", metavar="NAME", help="run this variant (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="move the base config before the one-field variants (repeatable), "
+                             "e.g. --set train_mask=holes; runs go under quality/<profile>+KEY=VALUE")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the steps for a quick proxy")
     parser.add_argument("--runs", help="runs root (default: labkit.utils.runs_root())")
     parser.add_argument("--data", help="toy-cat cache (default: labkit.utils.data_root())")
@@ -254,8 +260,9 @@ def main(argv=None) -> None:
         return
     if args.scale <= 0:
         parser.error(f"--scale {args.scale}: expected a number > 0")
+    from labkit.__main__ import parse_overrides
     results = run_study(args.profile, args.only, args.scale, args.runs, args.data, args.device,
-                        args.out, args.catnet)
+                        args.out, args.catnet, base_overrides=parse_overrides(args.overrides))
     print(format_table(results))
 
 

@@ -3,7 +3,7 @@
 Input ids live in a vocabulary of ``num_codebook_vectors + 1``: the codebook entries
 0..K-1 and the ``[MASK]`` id K. The output layer is tied to the first K rows of the token
 embedding (plus a bias), so the logits have K entries and the mask id can never be
-predicted (pitfall 7 of the course: leaving index 1024 in the softmax).
+predicted (pitfall 7 of the course, measured in notebook 06: leaving index 1024 in the softmax).
 
 Blocks are pre-LayerNorm (more stable to train at small sizes than the post-LN BERT
 blocks of the original MaskGIT); attention is ``labkit.MultiHeadAttention``.
