@@ -34,7 +34,7 @@ def test_every_variant_changes_exactly_one_field(profile):
         changed = {key for key, value in cfg.to_dict().items() if value != base.to_dict()[key]}
         assert changed == set(override), name
         assert len(override) == (0 if name == "baseline" else 1), name
-    with pytest.raises(ValueError, match="train-holes"):
+    with pytest.raises(ValueError, match="train-masks-swap"):
         bench.variant_config(base, "no-such-variant")
 
 
