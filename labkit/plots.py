@@ -417,3 +417,40 @@ def plot_sweep(result, metric: str | None = None, composite: bool = True, log: b
 __all__ += ["TOKEN_STATES", "TOKEN_STATE_COLOURS", "mask_overlay", "decoding_states", "plot_schedules",
             "plot_decoding_trace", "plot_decoding_step", "plot_attributes", "plot_code_usage",
             "plot_attention_maps", "SWEEP_BASELINES", "plot_sweep"]
+
+
+def plot_mask_traces(traces: dict, index: int = 0, cell_size: float = 1.05) -> Figure:
+    """Latent-mask traces of several decodings of one image, side by side.
+
+    traces: {label: DecodeTrace} (e.g. one decoding per schedule of the same image), drawn
+    one row each; columns: before decoding (t = 0), then iterations t = 1..t*. Each panel is
+    the token grid of image ``index`` coloured by ``TOKEN_STATES`` (``decoding_states``) and
+    labelled with the trace's count of still-masked tokens (``DecodeTrace.masked_counts``).
+    A trace stopped early (a sweet spot) leaves its last panels empty.
+    """
+    labels = list(traces)
+    if not labels:
+        raise ValueError("traces is empty: give {label: DecodeTrace}, e.g. one per schedule")
+    n_cols = max(len(trace) for trace in traces.values()) + 1
+    fig = Figure(figsize=(cell_size * n_cols + 1.0, cell_size * len(labels) + 0.9), layout="constrained")
+    axes = fig.subplots(len(labels), n_cols, squeeze=False)
+    for row, label in enumerate(labels):
+        trace = traces[label]
+        states = decoding_states(trace, index)                       # (t* + 1, h, w)
+        counts = trace.masked_counts()[:, index].cpu()               # (t* + 1,)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(states):
+                ax.axis("off")
+                continue
+            ax.imshow(_state_image(states[col]), interpolation="nearest")
+            ax.set_xlabel(f"{int(counts[col])} masked", fontsize=8, labelpad=2)
+            if row == 0:
+                ax.set_title("input" if col == 0 else f"t = {col}", fontsize=9)
+        axes[row, 0].set_ylabel(label, fontsize=9)
+    _state_legend(fig, loc="outside lower center")
+    return fig
+
+
+__all__ += ["plot_mask_traces"]
