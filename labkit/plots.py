@@ -375,40 +375,61 @@ SWEEP_BASELINES = {   # method: (label, colour, line style) of the horizontal li
 }
 
 
-def plot_sweep(result, metric: str | None = None, composite: bool = True, log: bool | None = None) -> Figure:
+def plot_sweep(result, metric: str | None = None, composite: bool = True,
+               errors: dict | None = None) -> Figure:
     """Score against the stopping iteration t, one panel per schedule and one line per T,
     from a ``labkit.sweep.SweepResult``; the baselines and the real-vs-real yardstick are the
-    horizontal lines shared by all panels. ``log`` (default: for Fréchet distances) uses a
-    log scale, since the baselines can be far above the decoded results."""
+    horizontal lines shared by all panels. ``errors``: {(schedule, T, t): SE}, e.g. from
+    ``result.standard_errors(metric)``, drawn as +-1 SE bars. The axis is linear and zoomed
+    to the decoded curves: a baseline far outside them is named in the legend with its value
+    ("off the axis") instead of squashing the curves against one edge."""
     from matplotlib.ticker import MaxNLocator
 
     metric = metric or result.settings["metrics"][0]
     schedules = result.settings["schedules"]
-    log = metric.startswith("F") if log is None else log
-    fig = Figure(figsize=(3.7 * len(schedules) + 0.5, 3.6), layout="constrained")
+    errors = errors or {}
+    fig = Figure(figsize=(3.7 * len(schedules) + 1.2, 3.6), layout="constrained")
     axes = fig.subplots(1, len(schedules), sharey=True, squeeze=False)[0]
+    curves = {}
+    for schedule in schedules:
+        for total in result.settings["total_iters"]:
+            rows = sorted(result.select(method="maskgit", schedule=schedule, T=total, metric=metric,
+                                        composite=composite), key=lambda row: row["t"])
+            if rows:
+                t = np.array([row["t"] for row in rows])
+                value = np.array([row["value"] for row in rows])
+                se = np.array([errors.get((schedule, total, row["t"]), 0.0) for row in rows])
+                curves[schedule, total] = (t, value, np.nan_to_num(se))
+    low = min((np.min(v - e) for _, v, e in curves.values()), default=0.0)
+    high = max((np.max(v + e) for _, v, e in curves.values()), default=1.0)
+    span = max(high - low, 1e-9)
     baselines = {}
     for method in SWEEP_BASELINES:
         rows = [row for row in result.select(method=method, metric=metric)
                 if row["composite"] in (composite, None) or method == "masked_input"]
         if rows:
             baselines[method] = rows[0]["value"]
+    shown = {method: value for method, value in baselines.items()
+             if low - 0.5 * span <= value <= high + 0.5 * span}
+    low, high = min([low, *shown.values()]), max([high, *shown.values()])
+    pad = 0.06 * max(high - low, 1e-9)
     for ax, schedule in zip(axes, schedules):
         for total in result.settings["total_iters"]:
-            rows = sorted(result.select(method="maskgit", schedule=schedule, T=total, metric=metric,
-                                        composite=composite), key=lambda row: row["t"])
-            if rows:
-                ax.plot([row["t"] for row in rows], [row["value"] for row in rows], "o-", ms=3,
-                        label=f"T = {total}")
+            if (schedule, total) in curves:
+                t, value, se = curves[schedule, total]
+                ax.errorbar(t, value, yerr=se if se.any() else None, fmt="o-", ms=3, capsize=2,
+                            lw=1.2, label=f"T = {total}")
         for method, value in baselines.items():
             label, colour, style = SWEEP_BASELINES[method]
-            ax.axhline(value, color=colour, lw=1.2, ls=style, label=label)
-        ax.set(title=schedule, xlabel="stop after iteration t")
+            if method in shown:
+                ax.axhline(value, color=colour, lw=1.2, ls=style, label=f"{label}: {value:.4g}")
+            else:
+                ax.plot([], [], color=colour, lw=1.2, ls=style, label=f"{label}: {value:.4g} (off the axis)")
+        ax.set(title=schedule, xlabel="stop after iteration t", ylim=(low - pad, high + pad))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if log:
-            ax.set_yscale("log")
-    axes[0].set_ylabel(f"{metric} ({'composite' if composite else 'raw decode'})")
+    bars = " (bars: +-1 SE over images)" if errors else ""
+    axes[0].set_ylabel(f"{metric} ({'composite' if composite else 'raw decode'}){bars}")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
     return fig

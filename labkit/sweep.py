@@ -32,6 +32,14 @@ yardstick is, in distribution, as far from its ground truth as a fresh set of re
 
 Note that the image after iteration t = 1 of any schedule is the one-shot prediction (all
 masked tokens predicted at once), so every schedule's column t = 1 is the same number.
+
+Noise. The result also keeps every scored set's per-image scores and features
+(``SweepResult.scores``) and the ground truth's features (``references``), so a number
+comes with its noise over images: ``standard_errors`` bootstraps each curve point's
+Fréchet distance (or takes the SE of a per-image mean), and ``difference`` compares two
+settings on the same images, paired: a bootstrap of the Fréchet distances, or the mean of
+the per-image differences, as a ``labkit.verdicts.Estimate``. ``frechet`` is a batched
+Fréchet distance for those bootstraps (the same arithmetic as ``labkit.fid``, faster).
 """
 
 from __future__ import annotations
@@ -59,12 +67,120 @@ def higher_is_better(metric: str) -> bool:
     return metric.endswith("_psnr") or metric.startswith("agree_")
 
 
+def is_frechet(metric: str) -> bool:
+    """FD_catnet and FID are distances between sets, not means of per-image scores."""
+    return metric.startswith(("FD_", "FID"))
+
+
+def frechet(x, y) -> torch.Tensor:
+    """Fréchet distance between feature sets x (..., n, D) and y (..., m, D), batched over the
+    leading dimensions, in float64: (...,). The same number as ``labkit.fid.frechet_distance``
+    without its matrix square root, so a bootstrap can afford hundreds of them.
+
+    With Xc, Yc the centred features, Tr((Sx Sy)^(1/2)) is the sum of the singular values of
+    Xc Yc^T / sqrt((n-1)(m-1)), which are those of Rx Ry^T (R from the QR of Xc and of Yc,
+    at most D x D): exact for rank-deficient covariances too.
+    """
+    x, y = torch.as_tensor(np.asarray(x), dtype=torch.float64), torch.as_tensor(np.asarray(y), dtype=torch.float64)
+    n, m = x.shape[-2], y.shape[-2]
+    mu_x, mu_y = x.mean(-2), y.mean(-2)
+    x, y = x - mu_x[..., None, :], y - mu_y[..., None, :]
+    r_x, r_y = torch.linalg.qr(x, mode="r").R, torch.linalg.qr(y, mode="r").R
+    cross = torch.linalg.svdvals(r_x @ r_y.mT).sum(-1) / math.sqrt((n - 1) * (m - 1))
+    traces = (x ** 2).sum((-2, -1)) / (n - 1) + (y ** 2).sum((-2, -1)) / (m - 1)
+    return ((mu_x - mu_y) ** 2).sum(-1) + traces - 2 * cross
+
+
+def _combined(parts) -> tuple[np.ndarray, tuple]:
+    """One array or (first, second) for "first minus second": stacked (n, k, ...) and signs."""
+    if isinstance(parts, tuple):
+        return np.stack([np.asarray(part) for part in parts], axis=1), (1.0, -1.0)
+    return np.asarray(parts)[:, None], (1.0,)
+
+
+def difference(a, b, reference=None, n_boot: int = 200, seed: int = 0):
+    """statistic(a) - statistic(b) for the same n images scored two ways, with its noise.
+
+    a, b: per-image scores from ``SweepResult.scores``: features (n, D) of a Fréchet metric
+    (then ``reference``, the ground truth's features (n, D), is required) or values (n,); or a
+    pair ``(first, second)`` for the contrast "first minus second" (e.g. how far iterative
+    decoding trails one shot), so a difference of two contrasts is measured on the same draws.
+    Fréchet distances: ``labkit.verdicts.bootstrap_difference`` over images (each draw resamples
+    a, b and the reference with the same indices). Per-image values: the paired mean and SE of
+    the per-image differences over the images where both are finite. Returns an ``Estimate``.
+    """
+    from .verdicts import bootstrap_difference, paired_difference
+
+    a, signs_a = _combined(a)
+    b, signs_b = _combined(b)
+    if reference is None:
+        value_a = (a * np.array(signs_a)).sum(1)
+        value_b = (b * np.array(signs_b)).sum(1)
+        finite = np.isfinite(value_a) & np.isfinite(value_b)
+        return paired_difference(value_a[finite], value_b[finite])
+
+    def statistic(stacked, ref, signs):
+        return sum(sign * float(frechet(stacked[:, k], ref)) for k, sign in enumerate(signs))
+
+    if signs_a != signs_b:
+        raise ValueError("compare a contrast with a contrast, or one setting with one setting")
+    return bootstrap_difference(lambda stacked, ref: statistic(stacked, ref, signs_a), a, b,
+                                np.asarray(reference), n_boot=n_boot, seed=seed)
+
+
 @dataclass
 class SweepResult:
-    """The tidy rows of a sweep, and how long it took."""
+    """The tidy rows of a sweep, and how long it took; ``per_image``: each scored set's
+    per-image scores ({metric: (n, D) features or (n,) values}, keyed by (method, schedule,
+    T, t, composite)); ``references``: {metric: (n, D)} the ground truth's features."""
     rows: list[dict]
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
+    per_image: dict = field(default_factory=dict, repr=False)
+    references: dict = field(default_factory=dict, repr=False)
+
+    def scores(self, metric: str, method: str = "maskgit", schedule=None, T=None, t=None,
+               composite: bool | None = True) -> np.ndarray:
+        """The per-image scores behind one row: (n, D) features of a Fréchet metric, else (n,)."""
+        if method == "masked_input":
+            composite = True
+        elif method == "one_shot":
+            T = t = 1
+        key = (method, schedule, T, t, composite)
+        if key not in self.per_image:
+            raise KeyError(f"no scored set {dict(zip(('method', 'schedule', 'T', 't', 'composite'), key))}")
+        return self.per_image[key][metric]
+
+    def difference(self, metric: str, a: dict, b: dict, n_boot: int = 200, seed: int = 0):
+        """``difference`` of the settings ``a`` and ``b`` (keyword dicts of ``scores``, or pairs
+        of them for contrasts) on this sweep's images: an ``Estimate`` of a - b."""
+        def pick(where):
+            return tuple(self.scores(metric, **w) for w in where) if isinstance(where, tuple) else \
+                self.scores(metric, **where)
+        reference = self.references[metric] if is_frechet(metric) else None
+        return difference(pick(a), pick(b), reference, n_boot, seed)
+
+    def standard_errors(self, metric: str, composite: bool = True, n_boot: int = 50,
+                        seed: int = 0) -> dict:
+        """{(schedule, T, t): SE} of every decoded row of ``metric``: how much the number would
+        move with another draw of as many test images. Fréchet metrics: a bootstrap over
+        images (``n_boot`` draws, the reference resampled with the same indices); per-image
+        metrics: the SE of their mean."""
+        out = {}
+        keys = [key for key in self.per_image if key[0] == "maskgit" and key[4] == composite]
+        if is_frechet(metric) and keys:
+            reference = torch.as_tensor(self.references[metric], dtype=torch.float64)
+            n = len(reference)
+            index = torch.from_numpy(np.random.default_rng(seed).integers(0, n, (n_boot, n)))
+            for key in keys:
+                features = torch.as_tensor(self.per_image[key][metric], dtype=torch.float64)
+                out[key[1:4]] = float(frechet(features[index], reference[index]).std())
+            return out
+        for key in keys:
+            values = np.asarray(self.per_image[key][metric], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            out[key[1:4]] = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+        return out
 
     def select(self, **where) -> list[dict]:
         return [row for row in self.rows if all(row.get(k) == v for k, v in where.items())]
@@ -102,18 +218,19 @@ class SweepResult:
         """A text table of ``metric``: one line per (schedule, T) with its value after every t,
         then the baselines and the real-vs-real yardstick."""
         metric = metric or self.settings["metrics"][0]
-        total_iters = self.settings["total_iters"]
-        width = max(total_iters, default=1)
         settings = self.settings
+        total_iters = settings["total_iters"]
+        width = max((min(total, settings.get("sweet_spot") or total) for total in total_iters), default=1)
         lines = [f"{metric} ({'composite' if composite else 'raw decode'}, n={settings['n']}, choice "
                  f"temperature {settings['choice_temperature']:g}, "
-                 f"{'sampled' if settings['sample'] else 'argmax'} tokens, seed {settings['seed']})",
+                 f"{'sampled' if settings['sample'] else 'argmax'} tokens, seed {settings['seed']}"
+                 + (f", stopped at t* = {settings['sweet_spot']}" if settings.get("sweet_spot") else "") + ")",
                  f"{'schedule':>10} {'T':>3} | " + " ".join(f"t={t:<5d}" for t in range(1, width + 1))]
         for schedule in self.settings["schedules"]:
             for total in total_iters:
                 values = [self.select(method="maskgit", schedule=schedule, T=total, t=t,
                                       metric=metric, composite=composite) for t in range(1, total + 1)]
-                cells = " ".join(f"{rows[0]['value']:<7.3f}" for rows in values)
+                cells = " ".join(f"{rows[0]['value']:<7.3f}" for rows in values if rows)
                 lines.append(f"{schedule:>10} {total:>3} | {cells}")
         for method in BASELINES + ("real_vs_real",):
             rows = [row for row in self.select(method=method, metric=metric)
@@ -134,6 +251,7 @@ class _Scores:
         self.catnet, self.gt_attributes = catnet, gt_attributes
         self.features: dict = {}
         self.per_image: dict = {}
+        self.kept: dict = {}
 
     def add(self, key, images: torch.Tensor, index: slice) -> None:
         """images: (B, 3, H, W) in [0, 1], the set ``key``'s images ``index`` of the originals."""
@@ -155,15 +273,19 @@ class _Scores:
             features[extractor.metric].append(catnet_features if same_pass else extractor.features(images))
 
     def rows(self, key, references: dict, **columns) -> list[dict]:
+        """The rows of the set ``key``; its per-image scores move to ``kept`` under
+        (method, schedule, T, t, composite)."""
         out = []
+        kept = self.kept.setdefault(tuple(columns[name] for name in ("method", "schedule", "T", "t", "composite")), {})
         for extractor in self.extractors:
-            stats = FeatureStats.from_features(np.concatenate(self.features[key][extractor.metric]))
+            features = kept[extractor.metric] = np.concatenate(self.features[key][extractor.metric])
+            stats = FeatureStats.from_features(features)
             out.append(dict(columns, metric=extractor.metric,
                             value=frechet_distance(stats, references[extractor.metric]),
                             n=stats.n, extractor=extractor.name,
                             extractor_hash=extractor.checkpoint_hash))
         for name, parts in self.per_image[key].items():
-            values = np.concatenate(parts)
+            values = kept[name] = np.concatenate(parts)
             # Images with no hole (NaN) or a hole reproduced exactly (PSNR inf) would swamp
             # the mean; they are left out of it, and the n column still counts them.
             finite = values[np.isfinite(values)]
@@ -178,7 +300,8 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
           total_iters=(2, 4, 8, 12), extractors: list[Extractor] | None = None, *,
           floor_images=None, catnet=None, composites=(False, True),
           choice_temperature: float | None = None, sample: bool = False, seed: int = 0,
-          chunk_size: int = 64, baselines: bool = True, progress: bool = True) -> SweepResult:
+          sweet_spot: int | None = None, chunk_size: int = 64, baselines: bool = True,
+          progress: bool = True) -> SweepResult:
     """Score inpainting over schedules x T x t (each (schedule, T) decoded once) plus baselines.
 
     maskgit: a trained ``MaskGit``; images: ground truth (n, 3, S, S) in [0, 1] or uint8
@@ -187,6 +310,8 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     ``default_extractors``); catnet: adds attribute agreement per image when given.
     floor_images: an independent draw of real images (same n) for the real-vs-real yardstick.
     choice_temperature (None: the config's) and sample: as in ``MaskGit.inpaint``.
+    sweet_spot: stop every (schedule, T) after t* = min(sweet_spot, T) iterations (the rows stop
+    there; e.g. the seed report's T = 19 with t* = 2 costs 2 iterations, not 19).
     Each (schedule, T) uses a generator seeded with ``seed``, consumed chunk after chunk, so
     a run is reproducible for a given ``chunk_size``. T = 1 is the one-shot baseline (the
     same for every schedule), so it is scored once, not per schedule.
@@ -202,14 +327,18 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
         raise ValueError(f"{masks.shape[0]} masks for {n} images: give one mask per image")
     total_iters = sorted({int(total) for total in total_iters if int(total) > 1 or not baselines})
     temperature = maskgit.decode_settings(choice_temperature=choice_temperature).choice_temperature
-    scored_sets = len(schedules) * sum(total_iters) * len(composites) + (3 * len(composites) + 1) * baselines
+    if sweet_spot is not None and (isinstance(sweet_spot, bool) or int(sweet_spot) != sweet_spot or sweet_spot < 1):
+        raise ValueError(f"sweet_spot={sweet_spot!r}: expected an iteration t* >= 1, or None for t* = T")
+    stops = {total: min(total, sweet_spot or total) for total in total_iters}
+    scored_sets = len(schedules) * sum(stops.values()) * len(composites) + (3 * len(composites) + 1) * baselines
     for extractor in extractors:
         if extractor.name.startswith("inception") and extractor.device.type == "cpu":
             warnings.warn(f"{extractor.metric} on the CPU: Inception reads about 2 images/s here, and "
                           f"this sweep scores {scored_sets} sets of {n} images (about "
                           f"{scored_sets * n / 2 / 3600:.1f} h). Use a GPU, fewer settings, or "
                           "FD_catnet alone for the sweep and FID for the best settings.", stacklevel=2)
-    references = {ex.metric: ex.statistics(originals) for ex in extractors}
+    reference_features = {ex.metric: ex.features(originals) for ex in extractors}
+    references = {metric: FeatureStats.from_features(features) for metric, features in reference_features.items()}
     gt_attributes = catnet.predict(originals) if catnet is not None else None
     scores = _Scores(extractors, originals, masks, catnet, gt_attributes)
     chunks = [slice(i, min(i + chunk_size, n)) for i in range(0, n, chunk_size)]
@@ -243,13 +372,13 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
         generator = torch.Generator().manual_seed(seed)
         for index in chunks:
             result = inpaint_and_score(maskgit, originals[index], masks[index], gamma=schedule,
-                                       total_iter=total, generator=generator, baselines=False,
-                                       **decode).result
+                                       total_iter=total, sweet_spot=stops[total], generator=generator,
+                                       baselines=False, **decode).result
             for composite in composites:
-                steps = result.steps(composite).cpu()                      # (T, B, 3, H, W)
-                for t in range(1, total + 1):
+                steps = result.steps(composite).cpu()                      # (t*, B, 3, H, W)
+                for t in range(1, stops[total] + 1):
                     scores.add((schedule, total, t, composite), steps[t - 1], index)
-        for t in range(1, total + 1):
+        for t in range(1, stops[total] + 1):
             for composite in composites:
                 rows += scores.rows((schedule, total, t, composite), references, method="maskgit",
                                     schedule=schedule, T=total, t=t, composite=composite, **decode)
@@ -268,8 +397,8 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
                              extractor_hash=extractor.checkpoint_hash))
     settings = dict(schedules=list(schedules), total_iters=total_iters, n=n, seed=seed,
                     composites=list(composites), choice_temperature=temperature, sample=sample,
-                    metrics=[ex.metric for ex in extractors] + ["hole_l1"])
-    return SweepResult(rows, time.perf_counter() - start, settings)
+                    sweet_spot=sweet_spot, metrics=[ex.metric for ex in extractors] + ["hole_l1"])
+    return SweepResult(rows, time.perf_counter() - start, settings, scores.kept, reference_features)
 
 
 def default_extractors(cfg, run_dir=None, device=None, weights=None, progress: bool = True,

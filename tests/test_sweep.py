@@ -1,10 +1,12 @@
 """Scoring inpainting: the one inpaint-and-score routine, the pipeline's table, and sweeps.
 
 Inpainting sweeps: one decode per (schedule, T) gives the same scores as decoding to each
-t separately; baselines, floor and CSV are in the table. A random smoke MaskGit and an
-untrained CatNet are enough: the test is about bookkeeping, not about good images."""
+t separately; baselines, floor and CSV are in the table; the per-image scores behind every
+row give its noise and paired differences. A random smoke MaskGit and an untrained CatNet
+are enough: the test is about bookkeeping, not about good images."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +18,9 @@ from labkit.evaluate import METRICS, ROWS, inpaint_and_score, mean_scores
 from labkit.masks import make_masks
 from labkit.metrics import masked_l1
 from labkit.pipeline import evaluate_inpainting, format_table
-from labkit.sweep import BASELINES, COLUMNS, sweep
+from labkit.fid import frechet_distance
+from labkit.plots import plot_sweep
+from labkit.sweep import BASELINES, COLUMNS, frechet, sweep
 from labkit.toycats import render_cats
 
 CFG = get_config("smoke")
@@ -197,3 +201,101 @@ def test_decoded_rows_record_how_they_were_decoded(setup, result):
     assert all(row.get("choice_temperature") is None for row in result.select(method="masked_input"))
     assert result.settings["choice_temperature"] == maskgit.config.choice_temperature
     assert "choice temperature 4.5, argmax tokens, seed 7" in result.table("hole_l1")
+
+
+# ---------------------------------------------------------------- noise: per-image scores
+def test_frechet_is_labkits_frechet_distance_batched():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(80, 6))
+    b = rng.normal(1.0, 2.0, size=(60, 6))
+    a[:, 2] = 0.0                                   # a dead feature: a singular covariance
+    assert float(frechet(a, b)) == pytest.approx(frechet_distance(a, b), rel=1e-6)
+    few = rng.normal(size=(5, 6))                   # fewer images than features
+    assert float(frechet(few, b)) == pytest.approx(frechet_distance(few, b), rel=1e-5)
+    batch = frechet(np.stack([a[:60], b]), np.stack([b, a[:60]]))     # (2,)
+    assert batch.shape == (2,)
+    assert float(batch[0]) == pytest.approx(float(frechet(a[:60], b)), rel=1e-9)
+    assert float(batch[1]) == pytest.approx(float(batch[0]), rel=1e-9)   # symmetric
+
+
+def test_per_image_scores_give_back_every_row(result):
+    where = dict(schedule="cosine", T=3, t=2, composite=False)
+    values = result.scores("hole_l1", **where)
+    assert values.shape == (N,)
+    assert values.mean() == pytest.approx(result.value(method="maskgit", metric="hole_l1", **where), rel=1e-6)
+    features = result.scores("FD_catnet", **where)
+    assert features.shape[0] == N
+    assert float(frechet(features, result.references["FD_catnet"])) == pytest.approx(
+        result.value(method="maskgit", metric="FD_catnet", **where), rel=1e-6)
+    one_shot = result.scores("hole_l1", method="one_shot", composite=False)
+    assert one_shot.mean() == pytest.approx(result.value(method="one_shot", metric="hole_l1", composite=False))
+    with pytest.raises(KeyError, match="no scored set"):
+        result.scores("hole_l1", schedule="square", T=3, t=2)
+
+
+def test_differences_are_paired_over_the_same_images(result):
+    def row(metric, where):
+        return result.value(metric=metric, **dict(dict(method="maskgit"), **where))
+
+    t2 = dict(schedule="cosine", T=3, t=2, composite=False)
+    t3 = dict(t2, t=3)
+    one = dict(method="one_shot", composite=False)
+    per_image = result.scores("hole_l1", **t2) - result.scores("hole_l1", **one)
+    d = result.difference("hole_l1", t2, one)
+    assert (d.value, d.n) == (pytest.approx(per_image.mean()), N)
+    assert d.se == pytest.approx(per_image.std(ddof=1) / math.sqrt(N))
+    fd = result.difference("FD_catnet", t2, one, n_boot=20)
+    assert fd.value == pytest.approx(row("FD_catnet", t2) - result.value(method="one_shot", metric="FD_catnet",
+                                                                         composite=False), rel=1e-6)
+    assert fd.se > 0 and fd.n == N and "bootstrap" in fd.how
+    # a difference of contrasts: (t=3 - one shot) - (t=2 - one shot) = t=3 - t=2, on the same draws
+    both = result.difference("FD_catnet", (t3, one), (t2, one), n_boot=20)
+    assert both.value == pytest.approx(row("FD_catnet", t3) - row("FD_catnet", t2), rel=1e-6)
+    with pytest.raises(ValueError, match="contrast"):
+        result.difference("FD_catnet", (t3, one), t2)
+
+
+def test_standard_errors_resample_images_and_reference_together(result):
+    ses = result.standard_errors("FD_catnet", composite=False, n_boot=6, seed=3)
+    assert set(ses) == {(s, 3, t) for s in ("cosine", "linear") for t in (1, 2, 3)}
+    features = result.scores("FD_catnet", schedule="linear", T=3, t=2, composite=False)
+    reference = result.references["FD_catnet"]
+    index = np.random.default_rng(3).integers(0, N, (6, N))
+    draws = [float(frechet(features[i], reference[i])) for i in index]
+    assert ses["linear", 3, 2] == pytest.approx(np.std(draws, ddof=1), rel=1e-6)
+    l1 = result.standard_errors("hole_l1", composite=False)
+    values = result.scores("hole_l1", schedule="linear", T=3, t=2, composite=False)
+    assert l1["linear", 3, 2] == pytest.approx(values.std(ddof=1) / math.sqrt(N))
+
+
+def test_a_sweet_spot_stops_the_rows_there_and_keeps_their_numbers(setup, result):
+    maskgit, net, images, masks, _ = setup
+    stopped = sweep(maskgit, images, masks, schedules=("linear",), total_iters=(3,),
+                    extractors=[catnet_extractor(net)], catnet=net, chunk_size=N, seed=7,
+                    sweet_spot=2, baselines=False, progress=False)
+    assert sorted({row["t"] for row in stopped.rows}) == [1, 2]
+    for t in (1, 2):
+        for metric in ("FD_catnet", "hole_l1"):
+            where = dict(method="maskgit", schedule="linear", T=3, t=t, composite=True, metric=metric)
+            assert stopped.value(**where) == pytest.approx(result.value(**where), rel=1e-6)
+    assert "stopped at t* = 2" in stopped.table("hole_l1")
+    with pytest.raises(ValueError, match="sweet_spot"):
+        sweep(maskgit, images, masks, total_iters=(3,), sweet_spot=0, progress=False)
+
+
+def test_plot_sweep_is_linear_zoomed_to_the_curves_with_error_bars(result):
+    errors = result.standard_errors("FD_catnet", composite=True, n_boot=10)
+    fig = plot_sweep(result, "FD_catnet", composite=True, errors=errors)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear"
+    low, high = ax.get_ylim()
+    for (schedule, total, t), se in errors.items():
+        value = result.value(method="maskgit", schedule=schedule, T=total, t=t, composite=True,
+                             metric="FD_catnet")
+        assert low <= value - se and value + se <= high
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    for method in ("masked_input", "tokenizer_ceiling", "real_vs_real"):
+        value = [row for row in result.select(method=method, metric="FD_catnet")
+                 if row["composite"] in (True, None)][0]["value"]
+        label = next(label for label in labels if label.endswith((f"{value:.4g}", f"{value:.4g} (off the axis)")))
+        assert label.endswith("(off the axis)") == (not low <= value <= high)
