@@ -34,7 +34,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import LabConfig
+from .config import LabConfig, get_config
 from .maskgit import MaskGit
 from .metrics import masked_token_accuracy, masked_token_hits
 from .progress import tqdm
@@ -244,6 +244,32 @@ def evaluate_mvtm(maskgit: MaskGit, tokens: torch.Tensor, cfg: LabConfig, batch_
     return {"val_loss": sum(losses) / len(tokens), "val_accuracy": correct / max(counted, 1)}
 
 
+def mvtm_name(cfg: LabConfig, variant: str = "") -> str:
+    """The checkpoint name of the stage-2 run ``cfg`` describes: one name whoever trains it
+    (notebook 02, notebook 03, your own code), so a run is trained once and then loaded.
+
+    "mvtm" for the profile's own run (the one notebooks 04-05 and the CLI load); any run that
+    differs from it in the loss, the seed, the steps, the label smoothing or the warm-up
+    names its loss, seed and steps, then the label smoothing and warm-up if they differ, then
+    ``variant`` (a change to the code, e.g. an injected bug) if given:
+
+        mvtm_name(get_config("cpu"))                          -> "mvtm"
+        mvtm_name(get_config("cpu", loss="full"))             -> "mvtm-full-seed0-steps1000"
+        mvtm_name(get_config("cpu", seed=1, label_smoothing=0.0)) -> "mvtm-masked-seed1-steps1000-ls0"
+        mvtm_name(get_config("cpu"), variant="bug")           -> "mvtm-masked-seed0-steps1000-bug"
+    """
+    profile = get_config(cfg.profile)
+    fields = ("loss", "seed", "mvtm_steps", "label_smoothing", "warmup_steps")
+    if not variant and all(getattr(cfg, field) == getattr(profile, field) for field in fields):
+        return "mvtm"
+    name = f"mvtm-{cfg.loss}-seed{cfg.seed}-steps{cfg.mvtm_steps}"
+    if cfg.label_smoothing != profile.label_smoothing:
+        name += f"-ls{cfg.label_smoothing:g}"
+    if cfg.warmup_steps != profile.warmup_steps:
+        name += f"-warmup{cfg.warmup_steps}"
+    return f"{name}-{variant}" if variant else name
+
+
 def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str | Path, device=None,
                resume: bool = True, progress: bool = True, name: str = "mvtm",
                loss: str | None = None, label_smoothing: float | None = None,
@@ -436,4 +462,4 @@ def load_maskgit(run_dir: str | Path, cfg: LabConfig, device=None, vqgan_name: s
 
 
 __all__ = ["run_dir", "train_vqgan", "extract_tokens", "train_mvtm", "evaluate_mvtm",
-           "load_vqgan", "load_maskgit", "mvtm_step", "lr_at", "make_optimizer", "MIN_LR_RATIO"]
+           "load_vqgan", "load_maskgit", "mvtm_name", "mvtm_step", "lr_at", "make_optimizer", "MIN_LR_RATIO"]

@@ -296,3 +296,28 @@ def test_committed_notebook_reads_clean(path):
             if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
                 assert "DecodingExplorer" in text          # the only widget, with a still beside it
                 assert "image/png" in output.data
+
+
+def _markdown(name: str) -> str:
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("name", ["02_train_mvtm", "03_loss_comparison"])
+def test_pitfalls_are_cited_by_their_number_in_notebook_06(name):
+    text = " ".join(_markdown(name).split())
+    assert not re.search(r"pitfalls? \d+ of the course", text)    # a list students never see
+    for match in re.finditer(r"pitfalls? (\d+)", text):
+        assert text[max(0, match.start() - 13):match.start()] == "notebook 06, ", text[match.start() - 60:match.end()]
+
+
+def test_notebook_03_tells_the_seed_reports_comparison_as_it_was_and_shows_the_mvtm_code_in_02():
+    intro = " ".join(nbformat.read(NOTEBOOKS / "03_loss_comparison.ipynb", as_version=4).cells[0].source.split())
+    # the seed report did compare the losses: same seed, 50 epochs, one run per loss, FID only
+    for fact in ("same seed", "50 epochs", "one run per loss", "FID only", "did not train"):
+        assert fact in intro, fact
+    assert "nobody" not in intro.lower()
+    code_02 = "\n".join(cell.source for cell in nbformat.read(NOTEBOOKS / "02_train_mvtm.ipynb", as_version=4).cells
+                        if cell.cell_type == "code")
+    for function in ("MaskGit.random_token_mask", "MaskGit.forward_tokens", "mvtm_loss", "mvtm_step"):
+        assert f"inspect.getsource({function})" in code_02, function
