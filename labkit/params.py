@@ -80,6 +80,14 @@ RULES = {
                       lambda v: _integers(v, 0)),
     "schedules": _fields("gamma_type", "-y 'schedules: [linear, cosine]'"),
     "total_iters": _fields("total_iter", "-y 'total_iters: [2, 4, 8]'"),
+    "replay_T": _field("total_iter", "-p replay_T 19"),
+    "replay_t": _field("total_iter", "-p replay_t 2"),
+    "n_boot": ("an integer >= 2", "-p n_boot 100", lambda v: _integers([v], 2)),
+    "early_fraction": ("a number in (0, 1)", "-p early_fraction 0.1",
+                       lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1),
+    "n_seeds": ("an integer >= 2 (one seed per loss gives no noise estimate)", "-p n_seeds 3",
+                lambda v: _integers([v], 2)),
+    "steps": ("None or an integer >= 1", "-p steps 80", lambda v: v is None or _integers([v], 1)),
 }
 
 
@@ -98,6 +106,11 @@ def check_parameters(namespace: Mapping[str, object] = (), **values) -> dict:
         if not test(value):
             problems.append(f"{name} = {value!r} ({type(value).__name__}): expected {expected}, "
                             f"e.g. papermill ... {option}")
+    if not problems and found.get("replay_T") is not None and found.get("replay_t") is not None \
+            and found["replay_t"] > found["replay_T"]:
+        problems.append(f"replay_t = {found['replay_t']} is after the last iteration replay_T = "
+                        f"{found['replay_T']}: choose replay_t in 1..{found['replay_T']}, e.g. "
+                        f"papermill ... {RULES['replay_t'][1]}")
     if not problems and found.get("total_iter") is not None:
         try:
             check_sweet_spot(found.get("sweet_spot"), found["total_iter"])
