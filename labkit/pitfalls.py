@@ -305,10 +305,11 @@ def known_tokens_changed(trace, z_indices: torch.Tensor) -> torch.Tensor:
 def greedy_agreement(maskgit: MaskGit, trace, z_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """How far the tokens revealed at each iteration follow the model's noise-free confidence.
 
-    For iteration t: of the k tokens revealed, the share among the k most confident
-    still-masked candidates (log-probability of the chosen token under ``maskgit``'s
-    transformer, without noise); and the share a random choice of k would get on average.
-    Returns (agreement (t*,), random (t*,)), pooled over the images.
+    For iteration t and each image: of the k tokens revealed, the share among the k most
+    confident still-masked candidates (log-probability of the chosen token under
+    ``maskgit``'s transformer, without noise); and k / (candidates), the share a random choice
+    of k would get on average. Returns (agreement (t*, B), random (t*, B)); NaN where nothing
+    was revealed.
     """
     device = maskgit.device
     before = trace.initial_mask.to(device)
@@ -319,15 +320,14 @@ def greedy_agreement(maskgit: MaskGit, trace, z_indices: torch.Tensor) -> tuple[
         log_probs = maskgit.transformer(token_ids).float().log_softmax(dim=-1)
         confidence = log_probs.gather(-1, prediction[..., None]).squeeze(-1).masked_fill(~before, -math.inf)
         revealed = before & ~after
-        k = revealed.sum(1)
+        k = revealed.sum(1).double()
         ranks = (-confidence).argsort(dim=1).argsort(dim=1)                    # 0 = most confident
         greedy = (ranks < k[:, None]) & before
-        agreement.append((revealed & greedy).sum() / k.sum().clamp(min=1))
-        candidates = before.sum(1).clamp(min=1)
-        chance.append((k.double() ** 2 / candidates).sum() / k.sum().clamp(min=1))
+        agreement.append((revealed & greedy).sum(1) / k)                       # NaN when k = 0
+        chance.append(k / before.sum(1).clamp(min=1))
         token_ids = prediction.masked_fill(after, maskgit.mask_token_id)
         before = after
-    return torch.stack(agreement).double().cpu(), torch.stack(chance).double().cpu()
+    return torch.stack(agreement).cpu(), torch.stack(chance).cpu()
 
 
 def training_mask_shares(maskgit: MaskGit, n_grids: int, seed: int) -> torch.Tensor:
@@ -402,7 +402,7 @@ def fine_tune(maskgit: MaskGit, variant: type, tokens: torch.Tensor, steps: int,
         index = torch.randint(0, len(tokens), (batch_size,), generator=generator)
         loss, logits, z, mask = mvtm_step(trainee, optimizer, tokens[index.to(trainee.device)], generator,
                                           cfg.grad_clip, _check_finite)
-        history.append({"step": step + 1, "loss": float(loss),
+        history.append({"step": step + 1, "loss": float(loss.detach()),
                         "accuracy": masked_token_accuracy(logits, z, mask),
                         "masked_share": float(mask.float().mean())})
     return inject(MaskGit, trainee), history
