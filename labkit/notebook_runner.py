@@ -48,6 +48,7 @@ SERIES = (
     "03_loss_comparison",
     "04_inpaint",
     "05_fid",
+    "06_pitfalls",
 )
 # "python3" resolves to this interpreter: jupyter_client starts the kernel with
 # sys.executable when a kernel spec's command is plain "python".
