@@ -18,7 +18,10 @@ One module per concept of the lab:
     metrics      masked-region L1 / PSNR, masked-token accuracy
     fid          FID (pytorch-fid's Inception, real weights only) and the Fréchet distance
     catnet       the toy cats' attribute CNN and its honest offline distance, FD_catnet
-    sweep        schedules x T x t inpainting sweeps with baselines
+    sweep        schedules x T x t inpainting sweeps with baselines and per-image scores
+    verdicts     noise estimates and verdicts (agrees / contradicts / within noise) from the numbers
+    compare      notebook 03's loss comparison: short equal budgets, a buggy loss as a hypothesis
+    pitfalls     the course's known student bugs as one-line subclasses (notebook 06)
     plots        figures for the notebooks; explorer: the ipywidgets decoding explorer
     notebook     the notebooks' one-line setup; progress: bars that end as one line of text
     pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series

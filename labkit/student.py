@@ -167,7 +167,7 @@ above it give the formula and the shapes. Check your work at any time:
 or run the check cell after each exercise cell in the notebooks (`labkit.grade("gamma_func")`).
 A notebook that needs an exercise you have not finished says so in its first cells.
 `pytest` runs `tests/test_exercises.py` until every exercise is done, then the whole suite.
-Work through the notebooks in order: 00, 01, 02, 03, 04, 05.
+Work through the notebooks in order: 00, 01, 02, 03, 04, 05, 06.
 
 ---
 
