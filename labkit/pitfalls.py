@@ -47,6 +47,7 @@ from .plots import _to_hwc, mask_overlay
 from .progress import tqdm
 from .train import make_optimizer, mvtm_step
 from .transformer import BidirectionalTransformer
+from .verdicts import Estimate, paired_difference
 
 # Fine-tuning steps per arm of the training-mask experiment (pitfalls 1 and 2), per profile:
 # a short budget, the same for the correct mask and the buggy ones.
@@ -231,8 +232,8 @@ class Paired:
     """A per-image score of a buggy run against the correct run on the same images.
 
     mean: mean of (buggy - correct); se: its standard error over the images; n: images.
-    ``verdict``: "worse" / "better" when |mean| > 2 se (``higher_is_worse`` tells which), else
-    "within noise".
+    ``verdict``: "worse" / "better" when |mean| exceeds the 95 % threshold t(n - 1) * se of
+    ``labkit.verdicts`` (``higher_is_worse`` tells which), else "within noise".
     """
     buggy: float
     correct: float
@@ -242,34 +243,38 @@ class Paired:
     higher_is_worse: bool = True
 
     @property
+    def threshold(self) -> float:
+        return Estimate(self.mean, self.se, self.n).threshold
+
+    @property
     def verdict(self) -> str:
-        if abs(self.mean) <= 2 * self.se:
+        if not Estimate(self.mean, self.se, self.n).significant:
             return "within noise"
         return "worse" if (self.mean > 0) == self.higher_is_worse else "better"
 
     def brief(self, digits: int = 4) -> str:
-        """'+0.0123 ± 0.0040, worse': the difference, 2 s.e. and the verdict."""
+        """'+0.0123 ± 0.0080, worse': the difference, the 95 % threshold and the verdict."""
         f = f"{{:+.{digits}f}}"
-        return f"{f.format(self.mean)} ± {2 * self.se:.{digits}f}, {self.verdict}"
+        return f"{f.format(self.mean)} ± {self.threshold:.{digits}f}, {self.verdict}"
 
     def sentence(self, what: str, digits: int = 4) -> str:
         f = f"{{:.{digits}f}}"
-        difference = f"{'+' if self.mean >= 0 else ''}{f.format(self.mean)} ± {f.format(2 * self.se)}"
+        difference = f"{'+' if self.mean >= 0 else ''}{f.format(self.mean)} ± {f.format(self.threshold)}"
         verdict = ("the difference is within noise: no effect shown on these images"
                    if self.verdict == "within noise" else f"the bug makes it {self.verdict}")
         return (f"{what}: {f.format(self.buggy)} with the bug vs {f.format(self.correct)} correct, "
-                f"difference {difference} (2 s.e., {self.n} images, paired): {verdict}")
+                f"difference {difference} (95 % threshold, {self.n} images, paired): {verdict}")
 
 
 def paired(buggy: torch.Tensor, correct: torch.Tensor, higher_is_worse: bool = True) -> Paired:
-    """Compare per-image scores (n,) of a buggy and the correct run on the same n images."""
+    """Compare per-image scores (n,) of a buggy and the correct run on the same n images
+    (images where either score is not finite are left out)."""
     buggy, correct = torch.as_tensor(buggy).double().flatten(), torch.as_tensor(correct).double().flatten()
     keep = torch.isfinite(buggy) & torch.isfinite(correct)
     buggy, correct = buggy[keep], correct[keep]
-    difference = buggy - correct
-    n = len(difference)
-    se = float(difference.std() / math.sqrt(n)) if n > 1 else float("inf")
-    return Paired(float(buggy.mean()), float(correct.mean()), float(difference.mean()), se, n,
+    difference = paired_difference(buggy.numpy(), correct.numpy())
+    se = difference.se if difference.n > 1 else float("inf")
+    return Paired(float(buggy.mean()), float(correct.mean()), difference.value, se, difference.n,
                   higher_is_worse)
 
 

@@ -252,7 +252,7 @@ def test_paired_comparison_says_worse_better_or_within_noise():
     assert pitfalls.paired(correct - 0.05 + 0.001 * noise, correct).verdict == "better"
     assert pitfalls.paired(correct + 0.05 + 0.001 * noise, correct, higher_is_worse=False).verdict == "better"
     result = pitfalls.paired(correct + 0.01 * noise, correct)
-    assert result.verdict == "within noise" and abs(result.mean) < 2 * result.se
+    assert result.verdict == "within noise" and abs(result.mean) <= result.threshold
     assert "within noise" in result.sentence("hole L1")
     assert pitfalls.paired(correct + 0.05, correct).sentence("hole L1").endswith("the bug makes it worse")
 
