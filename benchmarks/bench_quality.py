@@ -60,6 +60,10 @@ STAGE2_FIELDS = ("dim", "num_layers", "num_heads", "mlp_dim", "dropout", "attn_d
                  "total_iter", "choice_temperature", "sweet_spot", "catnet_channels", "catnet_steps",
                  "catnet_batch_size", "catnet_lr", "catnet_degrade", "n_val", "n_test")
 
+# Variants that train stage 2 only, on the base's tokenizer, although their field (the seed)
+# is one stage 1 reads too: they measure how much stage 2 alone moves between seeds.
+STAGE2_ONLY = ("mvtm-seed-1",)
+
 # name: (what changes, the one override as a function of the profile's config)
 VARIANTS = {
     "baseline": ("the profile as it is", lambda c: {}),
@@ -73,6 +77,7 @@ VARIANTS = {
     "head-dim-32": ("heads = dim / 32 (cpu: 4 heads of 32)", lambda c: {"num_heads": max(1, c.dim // 32)}),
     "mvtm-steps-x2": ("stage-2 steps x 2", lambda c: {"mvtm_steps": 2 * c.mvtm_steps}),
     "mvtm-lr-half": ("stage-2 peak learning rate / 2", lambda c: {"mvtm_lr": c.mvtm_lr / 2}),
+    "mvtm-lr-double": ("stage-2 peak learning rate x 2", lambda c: {"mvtm_lr": c.mvtm_lr * 2}),
     "lr-to-zero": ("stage-2 cosine to 0 (pitfall 8's aggressive decay)", lambda c: {"mvtm_lr_floor": 0.0}),
     "lr-flat": ("stage-2 rate flat after warmup (no decay)", lambda c: {"mvtm_lr_floor": 1.0}),
     "train-masks-swap": ("training masks: random <-> holes (brush strokes like the test's)",
@@ -82,6 +87,8 @@ VARIANTS = {
     "label-smoothing-0.2": ("label smoothing 0.2", lambda c: {"label_smoothing": 0.2}),
     "data-half": ("training images / 2", lambda c: {"n_train": max(1, c.n_train // 2)}),
     "data-x2": ("training images x 2", lambda c: {"n_train": 2 * c.n_train}),
+    "mvtm-seed-1": ("stage 2 again with seed + 1, on the base's tokenizer (seed noise)",
+                    lambda c: {"seed": c.seed + 1}),
 }
 COLUMNS = ("variant", "override", "hole_l1", "hole_psnr", "gap_closed", "token_accuracy", "val_accuracy",
            "FD_catnet_composite", "FD_catnet_raw", "FD_catnet_raw_tokenizer_ceiling",
@@ -114,13 +121,16 @@ def _minutes(history: list) -> float:
     return history[-1]["elapsed_s"] / 60 if history else float("nan")
 
 
-def train_variant(cfg: LabConfig, folder: Path, data=None, device=None, progress: bool = False):
+def train_variant(cfg: LabConfig, folder: Path, data=None, device=None, progress: bool = False,
+                  stage1_cfg: LabConfig | None = None):
     """Stage 1 (shared by equal stage-1 fields) and stage 2 of one variant, resumed if there.
+    ``stage1_cfg`` (default ``cfg``) is the config the tokenizer is trained with.
     Returns (maskgit, facts): run folders, minutes from the logs, CPU minutes when trained now."""
+    stage1_cfg = stage1_cfg or cfg
     splits = {split: toy_cats(cfg, split, data, progress=progress) for split in ("train", "val")}
-    stage1 = folder.parent / f"stage1-{stage1_key(cfg)}"
+    stage1 = folder.parent / f"stage1-{stage1_key(stage1_cfg)}"
     cpu = time.process_time()
-    vqgan, vq_history = train_vqgan(cfg, splits["train"], stage1, device=device, progress=progress)
+    vqgan, vq_history = train_vqgan(stage1_cfg, splits["train"], stage1, device=device, progress=progress)
     stage1_cpu = (time.process_time() - cpu) / 60
     tokens = {split: extract_tokens(vqgan, splits[split], cfg, stage1 / f"tokens-{split}.safetensors")
               for split in splits}
@@ -208,7 +218,8 @@ def run_study(profile: str = "cpu", names=None, scale: float = 1.0, runs=None, d
     results = []
     for name in names or VARIANTS:
         cfg, override = variant_config(base, name, scale)
-        maskgit, facts = train_variant(cfg, root / name, data, device, progress)
+        stage1_cfg = variant_config(base, "baseline", scale)[0] if name in STAGE2_ONLY else None
+        maskgit, facts = train_variant(cfg, root / name, data, device, progress, stage1_cfg)
         row = {"variant": name, "override": json.dumps(override, default=list) if override else "none",
                **facts, **score(cfg, maskgit, test, extractors)}
         row["catnet_hash"] = row.pop("fd_catnet_hash", "")

@@ -39,6 +39,18 @@ ARCH_FIELDS = {
     "catnet": ("image_size", "catnet_channels"),
 }
 
+# Fields that shape how a stage trains. Resuming (or reusing the finished checkpoint of) a run
+# whose config disagrees on one of these would hand back a model the config did not ask for,
+# so labkit.run refuses it. The tokenizer leaves out the seed: one run folder's tokenizer
+# serves every stage-2 seed (notebook 02's ``seed``); stage 2's checkpoint names carry it.
+RECIPE_FIELDS = {
+    "vqgan": ("vq_steps", "vq_batch_size", "vq_lr", "warmup_steps", "beta", "codebook_decay",
+              "dead_code_threshold", "betas", "weight_decay", "grad_clip"),
+    "transformer": ("seed", "mvtm_steps", "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "warmup_steps",
+                    "loss", "label_smoothing", "train_gamma", "train_mask", "dropout", "attn_drop",
+                    "betas", "weight_decay", "grad_clip"),
+}
+
 
 @dataclass(frozen=True)
 class LabConfig:
@@ -159,8 +171,15 @@ class LabConfig:
 
     def arch_diff(self, other: "LabConfig", part: str) -> dict:
         """Fields of ``ARCH_FIELDS[part]`` where the two configs disagree: {name: (self, other)}."""
+        return self._diff(other, ARCH_FIELDS[part])
+
+    def recipe_diff(self, other: "LabConfig", part: str) -> dict:
+        """Fields of ``RECIPE_FIELDS[part]`` (none for other parts) where the configs disagree."""
+        return self._diff(other, RECIPE_FIELDS.get(part, ()))
+
+    def _diff(self, other: "LabConfig", names) -> dict:
         return {name: (getattr(self, name), getattr(other, name))
-                for name in ARCH_FIELDS[part] if getattr(self, name) != getattr(other, name)}
+                for name in names if getattr(self, name) != getattr(other, name)}
 
 
 # ----------------------------------------------------------------------------- validation

@@ -17,7 +17,8 @@ history, elapsed time), writes a checkpoint every ``cfg.ckpt_every`` steps, at t
 on Ctrl-C, with a JSON summary beside it, and stops with the step of the first non-finite
 loss. A checkpoint records what produced it: a fingerprint and the source of the training
 data, and the planned number of steps (so whether the stage finished). Resuming with other
-data is refused (``DataMismatchError``); a stage whose input stopped early is refused
+data is refused (``DataMismatchError``), and so is resuming or reusing a checkpoint trained
+with another recipe (``RecipeMismatchError``: ``labkit.config.RECIPE_FIELDS``); a stage whose input stopped early is refused
 (``UnfinishedStageError``).
 
 ``wrap_ddp`` puts a model in DistributedDataParallel under torchrun, and
@@ -72,6 +73,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class DataMismatchError(CheckpointError):
     """A run folder's checkpoint was trained on other data than this call's."""
+
+
+class RecipeMismatchError(CheckpointError):
+    """The checkpoint was trained (or is being trained) with another training recipe."""
 
 
 class UnfinishedStageError(CheckpointError):
@@ -270,6 +275,15 @@ class TrainingRun:
         step, with a warning.
         """
         ckpt = load_checkpoint(self.path, part=self.part, config=self.cfg, map_location="cpu")
+        recipe = self.cfg.recipe_diff(ckpt.config, self.part)
+        if recipe:
+            fields = ", ".join(f"{k}: yours {a!r} vs checkpoint {b!r}" for k, (a, b) in recipe.items())
+            raise RecipeMismatchError(
+                f"{self.path} was trained with another recipe ({fields}); "
+                f"{'reusing' if ckpt.step >= self.total else 'resuming'} it would give a model your "
+                "config did not ask for. Train in a new run folder (--runs DIR, or another run_dir or "
+                "name), start this one again from scratch (--fresh, or resume=False), or use the "
+                "config it was made with.")
         if check is not None:
             check(ckpt)
         saved = ckpt.extra.get("data")
@@ -411,6 +425,6 @@ def write_summary(path: Path, cfg: LabConfig, step: int, total: int, history: li
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
 
 
-__all__ = ["TrainingRun", "TrainingInterrupted", "DataMismatchError", "UnfinishedStageError",
-           "RunFolderError", "data_provenance", "check_run_folder", "finished_steps",
+__all__ = ["TrainingRun", "TrainingInterrupted", "DataMismatchError", "RecipeMismatchError",
+           "UnfinishedStageError", "RunFolderError", "data_provenance", "check_run_folder", "finished_steps",
            "refuse_unfinished", "wrap_ddp", "random_streams", "batch_generator"]

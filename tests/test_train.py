@@ -14,7 +14,8 @@ import labkit.train as train_module
 from labkit import CheckpointError, MaskGit, get_config
 from labkit.checkpoint import load_checkpoint, read_header, save_checkpoint
 from labkit.metrics import masked_l1, masked_psnr, masked_token_accuracy
-from labkit.run import DataMismatchError, RunFolderError, TrainingInterrupted, UnfinishedStageError
+from labkit.run import (DataMismatchError, RecipeMismatchError, RunFolderError, TrainingInterrupted,
+                        UnfinishedStageError)
 from labkit.train import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
                           train_vqgan)
 from labkit.utils import fingerprint, runs_root
@@ -305,6 +306,43 @@ def test_checkpoint_of_another_config_names_the_fields(tmp_path):
     train_vqgan(CFG.replace(vq_steps=5), smooth_images(), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="latent_dim: yours 8 vs checkpoint 16"):
         train_vqgan(CFG.replace(vq_steps=5, latent_dim=8), smooth_images(), tmp_path, progress=False)
+
+
+def test_a_run_of_another_training_recipe_is_refused_not_reused(tmp_path, vqgan):
+    """A finished checkpoint is not handed back, nor an unfinished one resumed, for a config that
+    trains differently (here the training masks, the rate): the model would not be what was asked."""
+    cfg = CFG.replace(mvtm_steps=6, train_mask="random")
+    tokens = structured_tokens()
+    train_mvtm(cfg, vqgan, tokens, tmp_path / "done", progress=False)
+    train_mvtm(cfg, vqgan, tokens, tmp_path / "half", progress=False, stop_after=3)
+    for folder, verb in (("done", "reusing"), ("half", "resuming")):
+        with pytest.raises(RecipeMismatchError) as refused:
+            train_mvtm(cfg.replace(train_mask="holes", mvtm_lr=1e-3), vqgan, tokens, tmp_path / folder,
+                       progress=False)
+        message = str(refused.value)
+        assert isinstance(refused.value, CheckpointError)
+        assert "train_mask: yours 'holes' vs checkpoint 'random'" in message
+        assert "mvtm_lr: yours 0.001 vs checkpoint 0.002" in message
+        assert verb in message and "--fresh" in message and "--runs" in message
+    assert load_checkpoint(tmp_path / "half" / "mvtm.safetensors").step == 3      # nothing lost
+    _, history = train_mvtm(cfg.replace(train_mask="holes"), vqgan, tokens, tmp_path / "half",
+                            progress=False, resume=False)
+    assert history[-1]["step"] == 6                                               # the way out works
+    # decoding fields are not part of the recipe: the same model serves every schedule and T
+    _, history = train_mvtm(cfg.replace(gamma_type="linear", total_iter=3), vqgan, tokens,
+                            tmp_path / "done", progress=False)
+    assert history[-1]["step"] == 6
+
+
+def test_the_tokenizer_of_a_run_folder_serves_every_stage_2_seed(tmp_path):
+    """Notebook 02's seed trains its own transformer on the folder's tokenizer; the tokenizer's
+    own recipe (its rate, steps...) still has to match."""
+    cfg = CFG.replace(vq_steps=4)
+    first, _ = train_vqgan(cfg, smooth_images(), tmp_path, progress=False)
+    again, _ = train_vqgan(cfg.replace(seed=1), smooth_images(), tmp_path, progress=False)
+    assert same_weights(first, again)
+    with pytest.raises(RecipeMismatchError, match="vq_lr: yours 0.001 vs checkpoint 0.002"):
+        train_vqgan(cfg.replace(vq_lr=1e-3), smooth_images(), tmp_path, progress=False)
 
 
 # ----------------------------------------------------------------------------- provenance
