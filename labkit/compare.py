@@ -5,8 +5,8 @@
     scores = score_inpainting(maskgit, images, pixel_masks, extractor, reference_features)
     scores.mean("hole_l1"), scores.fd[-1]                            # at t = T
 
-    with injected(LossOnVisibleTokens):                               # a hypothesis, trained
-        buggy, history = train_mvtm(...)                              # like every other run
+    buggy, history = train_mvtm(..., maskgit_class=LossOnVisibleTokens)   # a hypothesis, trained
+                                                                          # like every other run
 
 Two noise estimates answer two different questions (``labkit.verdicts`` computes both):
 
@@ -22,17 +22,16 @@ Two noise estimates answer two different questions (``labkit.verdicts`` computes
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import train
 from .config import LabConfig
 from .evaluate import pixel_scores
 from .fid import Extractor, FeatureStats, frechet_distance
 from .maskgit import MaskGit
+from .verdicts import finite_pairs   # noqa: F401  (notebook 03 imports it from here)
 
 # Stage-2 steps of each run of notebook 03, per profile: a fraction of the profile's own
 # budget, so that three seeds per loss and a hypothesis run fit the notebook's time.
@@ -62,20 +61,6 @@ class LossOnVisibleTokens(MaskGit):
 
     def loss(self, logits, z_indices, mask, variant=None, label_smoothing=None):
         return super().loss(logits, z_indices, ~mask, variant, label_smoothing)   # BUG: ~mask
-
-
-@contextlib.contextmanager
-def injected(variant: type):
-    """Within the block, ``labkit.train.train_mvtm`` builds ``variant`` (a MaskGit subclass
-    that changes one method) instead of MaskGit: the same loop, budget, seed and checkpoints,
-    one change. Outside the block nothing is changed."""
-    if not (isinstance(variant, type) and issubclass(variant, MaskGit)):
-        raise TypeError(f"injected() takes a subclass of labkit.MaskGit, got {variant!r}")
-    original, train.MaskGit = train.MaskGit, variant
-    try:
-        yield variant
-    finally:
-        train.MaskGit = original
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -153,14 +138,6 @@ def spread_over_iterations(values: np.ndarray) -> np.ndarray:
     return values.max(axis=0) - values.min(axis=0)
 
 
-def finite_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs (a_i, b_i) where both are finite: per-image scores of two models, without
-    the images that have no hole (NaN) or a hole reproduced exactly (PSNR inf) in either."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    keep = np.isfinite(a) & np.isfinite(b)
-    return a[keep], b[keep]
-
-
 def chance_accuracy(train_tokens: torch.Tensor, tokens: torch.Tensor) -> float:
     """The accuracy on ``tokens`` (n, N) of always guessing the most frequent id of
     ``train_tokens``: what a model scores that learnt nothing about the hidden tokens."""
@@ -168,5 +145,5 @@ def chance_accuracy(train_tokens: torch.Tensor, tokens: torch.Tensor) -> float:
     return float((tokens == most_frequent).float().mean())
 
 
-__all__ = ["SHORT_STEPS", "with_budget", "LossOnVisibleTokens", "injected", "InpaintingScores",
+__all__ = ["SHORT_STEPS", "with_budget", "LossOnVisibleTokens", "InpaintingScores",
            "score_inpainting", "spread_over_iterations", "finite_pairs", "chance_accuracy"]

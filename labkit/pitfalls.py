@@ -47,7 +47,7 @@ from .plots import _to_hwc, mask_overlay
 from .progress import tqdm
 from .train import make_optimizer, mvtm_step
 from .transformer import BidirectionalTransformer
-from .verdicts import Estimate, paired_difference
+from .verdicts import Estimate, finite_pairs, paired_difference
 
 # Fine-tuning steps per arm of the training-mask experiment (pitfalls 1 and 2), per profile:
 # a short budget, the same for the correct mask and the buggy ones.
@@ -269,10 +269,8 @@ class Paired:
 def paired(buggy: torch.Tensor, correct: torch.Tensor, higher_is_worse: bool = True) -> Paired:
     """Compare per-image scores (n,) of a buggy and the correct run on the same n images
     (images where either score is not finite are left out)."""
-    buggy, correct = torch.as_tensor(buggy).double().flatten(), torch.as_tensor(correct).double().flatten()
-    keep = torch.isfinite(buggy) & torch.isfinite(correct)
-    buggy, correct = buggy[keep], correct[keep]
-    difference = paired_difference(buggy.numpy(), correct.numpy())
+    buggy, correct = finite_pairs(buggy, correct)
+    difference = paired_difference(buggy, correct)
     se = difference.se if difference.n > 1 else float("inf")
     return Paired(float(buggy.mean()), float(correct.mean()), difference.value, se, difference.n,
                   higher_is_worse)

@@ -274,7 +274,8 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
                resume: bool = True, progress: bool = True, name: str = "mvtm",
                loss: str | None = None, label_smoothing: float | None = None,
                val_tokens: torch.Tensor | None = None, stop_after: int | None = None,
-               compile: bool | None = None, data_source: str | None = None):
+               compile: bool | None = None, data_source: str | None = None,
+               maskgit_class: type[MaskGit] = MaskGit):
     """Train the bidirectional transformer of ``MaskGit(cfg, vqgan)`` with MVTM.
 
     tokens: (n, N) token grids from ``extract_tokens``. Each step takes a random batch,
@@ -294,11 +295,16 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     steps then take a while to compile). Checkpoints hold the plain module's weights
     either way.
 
+    ``maskgit_class`` (a subclass of ``MaskGit`` that changes one method, e.g. notebook 03's
+    hypothesis of a bug) trains that class instead, by the same loop, seed and checkpoints.
+
     Returns ``(maskgit in eval mode, history)``; ``history`` entries: step, loss,
     accuracy (masked tokens), lr, elapsed_s, and val_loss / val_accuracy with
     ``val_tokens``.
     """
     device = get_device(device)
+    if not (isinstance(maskgit_class, type) and issubclass(maskgit_class, MaskGit)):
+        raise TypeError(f"maskgit_class must be labkit.MaskGit or a subclass of it, got {maskgit_class!r}")
     cfg = cfg.replace(**{key: value for key, value in
                          (("loss", loss), ("label_smoothing", label_smoothing)) if value is not None})
     refuse_unfinished("the tokenizer", getattr(vqgan, "trained_steps", None),
@@ -315,7 +321,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
 
     seed_everything(cfg.seed)                      # also seeds the weight initialisation
     batch_rng = batch_generator(cfg.seed, device)
-    maskgit = MaskGit(cfg, vqgan=vqgan.eval()).to(device)
+    maskgit = maskgit_class(cfg, vqgan=vqgan.eval()).to(device)
     optimizer = make_optimizer(maskgit.transformer, cfg.mvtm_lr, cfg, device)
     run = TrainingRun(cfg, path, "transformer", maskgit.transformer, optimizer,
                       random_streams(batch_rng, device), cfg.mvtm_steps, device=device,
@@ -361,7 +367,7 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
     ddp_model = wrap_ddp(model, run.device)
     # The step runs through ``trainer`` (the same weights, maybe compiled); ``maskgit`` and
     # ``model`` stay plain modules, for evaluation, checkpoints and the caller.
-    trainer = MaskGit(cfg, maskgit.vqgan, torch.compile(model)) if compile else maskgit
+    trainer = type(maskgit)(cfg, maskgit.vqgan, torch.compile(model)) if compile else maskgit
     if compile and ddp_model is not model:
         ddp_model = torch.compile(ddp_model)
     maskgit.train()

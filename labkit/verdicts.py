@@ -61,6 +61,17 @@ def _values(x) -> np.ndarray:
     return array
 
 
+def finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a_i, b_i) where both are finite: per-image scores of two models, without
+    the images that have no hole (NaN) or a hole reproduced exactly (PSNR inf) in either."""
+    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64).ravel()
+    b = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same items: {a.shape} vs {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]
+
+
 def paired_difference(a, b, how: str = "paired SE over images") -> Estimate:
     """mean(a - b) and its standard error, for per-item scores of the same items (images,
     grids, seeds) under two settings: a (n,), b (n,)."""

@@ -13,8 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from labkit import MaskGit, get_config, mvtm_loss
-from labkit import train as train_module
-from labkit.compare import (LossOnVisibleTokens, injected, score_inpainting, spread_over_iterations,
+from labkit.compare import (LossOnVisibleTokens, score_inpainting, spread_over_iterations,
                             with_budget)
 from labkit.evaluate import pixel_scores
 from labkit.fid import Extractor, frechet_distance
@@ -112,20 +111,22 @@ def test_the_bug_scores_the_visible_tokens_so_no_gradient_reaches_a_hidden_one()
     assert logits.grad[~mask].abs().max() > 0
 
 
-def test_injected_trains_the_variant_and_puts_maskgit_back_even_after_an_error(tmp_path):
+def test_train_mvtm_trains_the_class_it_is_given_with_the_same_loop(tmp_path):
     tokens = torch.randint(0, CFG.num_codebook_vectors, (32, CFG.num_image_tokens))
     cfg = CFG.replace(mvtm_steps=2)
-    with injected(LossOnVisibleTokens):
-        model, _ = train_mvtm(cfg, VQGAN(cfg), tokens, tmp_path, progress=False, name="bug")
+    vqgan = VQGAN(cfg)
+    model, history = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="bug",
+                                maskgit_class=LossOnVisibleTokens)
     assert type(model) is LossOnVisibleTokens
-    assert train_module.MaskGit is MaskGit
-    with pytest.raises(RuntimeError, match="inside"):
-        with injected(LossOnVisibleTokens):
-            raise RuntimeError("inside")
-    assert train_module.MaskGit is MaskGit
-    with pytest.raises(TypeError, match="subclass"):
-        with injected(dict):
-            pass
+    correct, correct_history = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="ok")
+    assert type(correct) is MaskGit
+    # the same seed, batches and masks: only the loss differs, so the first step's loss does
+    assert history[0]["loss"] != correct_history[0]["loss"]
+    reloaded, _ = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="bug",
+                             maskgit_class=LossOnVisibleTokens)              # the finished checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(TypeError, match="subclass of it"):
+        train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="x", maskgit_class=dict)
 
 
 # ----------------------------------------------------------------------------- scores after every t
