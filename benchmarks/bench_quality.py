@@ -18,6 +18,7 @@ settings (``labkit.evaluate.inpaint_and_score``, as in the pipeline's table):
 
     hole_l1, hole_psnr   MaskGIT composite (the raw decode has the same pixels in the hole)
     l1_masked_input, l1_tokenizer_ceiling   the two ends of the gap
+    l1_smooth_fill       the hole filled smoothly from its edges, no learning (the yardstick)
     gap_closed           (l1_masked_input - hole_l1) / (l1_masked_input - l1_tokenizer_ceiling)
     token_accuracy       one transformer pass on the test tokens under the test holes
     val_accuracy         stage 2's last validation (random training masks)
@@ -92,8 +93,8 @@ VARIANTS = {
 }
 COLUMNS = ("variant", "override", "hole_l1", "hole_psnr", "gap_closed", "token_accuracy", "val_accuracy",
            "FD_catnet_composite", "FD_catnet_raw", "FD_catnet_raw_tokenizer_ceiling",
-           "FD_catnet_raw_masked_input", "FD_catnet_raw_vqgan_masked", "l1_masked_input",
-           "l1_tokenizer_ceiling", "stage1_min", "stage2_min", "stage1_cpu_min", "stage2_cpu_min",
+           "FD_catnet_raw_masked_input", "FD_catnet_raw_vqgan_masked", "FD_catnet_raw_smooth_fill",
+           "l1_masked_input", "l1_tokenizer_ceiling", "l1_smooth_fill", "stage1_min", "stage2_min", "stage1_cpu_min", "stage2_cpu_min",
            "catnet_hash", "stage1_run", "stage2_run")
 
 
@@ -169,6 +170,7 @@ def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128) -> d
     out = {"hole_l1": rows["maskgit"]["hole_l1"], "hole_psnr": rows["maskgit"]["hole_psnr"],
            "l1_masked_input": rows["masked_input"]["hole_l1"],
            "l1_tokenizer_ceiling": rows["tokenizer_ceiling"]["hole_l1"],
+           "l1_smooth_fill": rows["smooth_fill"]["hole_l1"],
            "token_accuracy": correct / max(counted, 1), "rows": rows, "n_images": len(test)}
     out["gap_closed"] = gap_closed(out["l1_masked_input"], out["hole_l1"], out["l1_tokenizer_ceiling"])
     for extractor in extractors:
@@ -176,7 +178,7 @@ def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128) -> d
         truth = FeatureStats.from_features(np.concatenate(features[(metric, "truth")]))
         fd = {row: frechet_distance(np.concatenate(features[(metric, row)]), truth) for row in ROWS}
         out[f"{metric}_composite"], out[f"{metric}_raw"] = fd["maskgit"], fd["maskgit_raw"]
-        for row in ("tokenizer_ceiling", "masked_input", "vqgan_masked"):
+        for row in ("tokenizer_ceiling", "masked_input", "vqgan_masked", "smooth_fill"):
             out[f"{metric}_raw_{row}"] = fd[row]
         out[f"{metric.lower()}_hash"] = extractor.checkpoint_hash
     return out

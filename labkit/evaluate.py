@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .maskgit import DecodeSettings, InpaintResult, MaskGit
 from .metrics import masked_l1, masked_psnr
@@ -25,8 +26,9 @@ ROWS = {                       # row: what is compared with the ground truth
     "maskgit": "MaskGIT inpainting (composite)",
     "maskgit_raw": "MaskGIT inpainting (raw decoder output)",
     "tokenizer_ceiling": "VQGAN round trip of the ground truth (ceiling)",
+    "smooth_fill": "smooth fill of the hole from its edges (no learning)",
 }
-BASELINES = ("masked_input", "vqgan_masked", "tokenizer_ceiling")
+BASELINES = ("masked_input", "vqgan_masked", "tokenizer_ceiling", "smooth_fill")
 
 
 def pixel_scores(images: torch.Tensor, truth: torch.Tensor, pixel_masks: torch.Tensor) -> dict:
@@ -43,6 +45,32 @@ def round_trip(maskgit: MaskGit, images: torch.Tensor) -> torch.Tensor:
     """VQGAN encode + decode: (B, 3, H, W) -> (B, 3, H, W), on the model's device."""
     _, z_indices = maskgit.encode_to_z(images.to(maskgit.device))
     return maskgit.vqgan.decode_indices(z_indices)
+
+
+def smooth_fill(images: torch.Tensor, pixel_masks: torch.Tensor, grey: float = 0.5) -> torch.Tensor:
+    """A classical inpainting, no learning: every missing pixel gets a smooth blend of the
+    known pixels around it (push-pull: the known pixels are averaged down an image pyramid,
+    the holes of each level are filled from the level below, upsampled). The known pixels
+    are kept; an image with no known pixel is filled with ``grey``.
+
+    images: (B, C, H, W); pixel_masks: (B, H, W) or (B, 1, H, W), True = missing.
+    The yardstick a learned inpainting has to beat in the hole.
+    """
+    images = torch.as_tensor(images).float()
+    hole = torch.as_tensor(pixel_masks, dtype=torch.bool, device=images.device)
+    hole = (hole if hole.dim() == 4 else hole[:, None]).expand_as(images[:, :1])
+    weight = (~hole).float()
+    levels = [(images * weight, weight)]                   # (weighted sum, weight) per level
+    while min(levels[-1][1].shape[-2:]) > 1:
+        total, known = levels[-1]
+        levels.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(known, 2, ceil_mode=True)))
+    total, known = levels[-1]
+    fill = torch.where(known > 0, total / known.clamp_min(1e-12), torch.full_like(total, grey))
+    for total, known in reversed(levels[:-1]):
+        coarse = F.interpolate(fill, size=total.shape[-2:], mode="bilinear", align_corners=False)
+        share = known.clamp(0, 1)                          # the share of the cell that is known
+        fill = share * total / known.clamp_min(1e-12) + (1 - share) * coarse
+    return torch.where(hole, fill, images)
 
 
 @dataclass
@@ -74,7 +102,8 @@ def inpaint_and_score(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch
                       baselines: bool = True, decode_every_step: bool = True) -> Scored:
     """Inpaint ``images`` (B, 3, H, W) in [0, 1] in their holes ``pixel_masks`` (True = missing)
     and gather the rows to score: MaskGIT composite and raw (the last decoded iteration) and,
-    with ``baselines``, the masked input and the VQGAN round trips of it and of the truth.
+    with ``baselines``, the masked input, the VQGAN round trips of it and of the truth, and the
+    smooth fill of the hole (``smooth_fill``).
 
     ``decode_every_step=False`` decodes only the last iteration to pixels (see ``MaskGit.inpaint``).
     """
@@ -90,6 +119,7 @@ def inpaint_and_score(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch
     rows["maskgit_raw"] = result.steps(False)[-1]
     if baselines:
         rows["tokenizer_ceiling"] = round_trip(maskgit, truth)
+        rows["smooth_fill"] = smooth_fill(truth, masks)
     return Scored(result, truth.cpu(), masks.cpu(), {row: value.cpu() for row, value in rows.items()})
 
 
@@ -111,5 +141,5 @@ def mean_scores(batches: list[Scored]) -> dict:
             for row in per_batch[0]}
 
 
-__all__ = ["METRICS", "ROWS", "BASELINES", "pixel_scores", "round_trip", "Scored", "inpaint_and_score",
+__all__ = ["METRICS", "ROWS", "BASELINES", "pixel_scores", "round_trip", "smooth_fill", "Scored", "inpaint_and_score",
            "gap_closed", "mean_scores"]

@@ -19,6 +19,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
+from .sweep import PIXEL_BASELINES
+
 
 def _to_hwc(image: torch.Tensor):
     """(3, H, W) in [0, 1] -> (H, W, 3) NumPy array for imshow."""
@@ -368,6 +370,7 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
 
 SWEEP_BASELINES = {   # method: (label, colour, line style) of the horizontal lines in ``plot_sweep``
     "masked_input": ("masked input", "0.55", (0, (1, 1))),
+    "smooth_fill": ("smooth fill of the hole (no learning)", "tab:olive", (0, (3, 1))),
     "vqgan_masked": ("VQGAN round trip of the masked input", "tab:brown", "--"),
     "one_shot": ("one shot (T = 1)", "tab:purple", "-."),
     "tokenizer_ceiling": ("VQGAN round trip of the truth (ceiling)", "tab:green", (0, (5, 1, 1, 1))),
@@ -406,7 +409,7 @@ def plot_sweep(result, metric: str | None = None, composite: bool = True,
     baselines = {}
     for method in SWEEP_BASELINES:
         rows = [row for row in result.select(method=method, metric=metric)
-                if row["composite"] in (composite, None) or method == "masked_input"]
+                if row["composite"] in (composite, None) or method in PIXEL_BASELINES]
         if rows:
             baselines[method] = rows[0]["value"]
     shown = {method: value for method, value in baselines.items()

@@ -7,7 +7,8 @@ setting, instead of 1 + 2 + ... + T.
 
 Every number lands in one tidy table (a list of dicts, written as CSV), one row per score::
 
-    method     maskgit | one_shot | masked_input | vqgan_masked | tokenizer_ceiling | real_vs_real
+    method     maskgit | one_shot | masked_input | smooth_fill | vqgan_masked | tokenizer_ceiling |
+               real_vs_real
     schedule   cosine, linear, ... (maskgit rows)
     T, t       total iterations and the iteration the image was taken after
     composite  True: known pixels pasted back; False: the raw decode (what the course scored)
@@ -17,7 +18,8 @@ Every number lands in one tidy table (a list of dicts, written as CSV), one row 
     value, n   the score and the number of images behind it
     extractor, extractor_hash   which network gave the features (empty for pixel scores)
 
-Baselines in the same table: the masked input (grey hole), the VQGAN round-trip of the
+Baselines in the same table: the masked input (grey hole), the smooth fill of the hole from
+its edges (``labkit.evaluate.smooth_fill``, no learning), the VQGAN round-trip of the
 masked input, one-shot prediction (T = 1; it is the same for every schedule), and the
 VQGAN round-trip of the ground truth, ``tokenizer_ceiling``, since MaskGIT can only
 produce images its tokenizer decodes. The images come from ``labkit.evaluate.inpaint_and_score``,
@@ -60,7 +62,9 @@ from .masks import as_pixel_mask, paste_known
 
 COLUMNS = ("method", "schedule", "T", "t", "composite", "choice_temperature", "sample", "metric",
            "value", "n", "extractor", "extractor_hash")
-BASELINES = ("one_shot", "masked_input", "vqgan_masked", "tokenizer_ceiling")
+BASELINES = ("one_shot", "masked_input", "smooth_fill", "vqgan_masked", "tokenizer_ceiling")
+# Baselines that keep the true known pixels: scored as composites only (no raw decode).
+PIXEL_BASELINES = ("masked_input", "smooth_fill")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -142,7 +146,7 @@ class SweepResult:
     def scores(self, metric: str, method: str = "maskgit", schedule=None, T=None, t=None,
                composite: bool | None = True) -> np.ndarray:
         """The per-image scores behind one row: (n, D) features of a Fréchet metric, else (n,)."""
-        if method == "masked_input":
+        if method in PIXEL_BASELINES:
             composite = True
         elif method == "one_shot":
             T = t = 1
@@ -234,7 +238,7 @@ class SweepResult:
                 lines.append(f"{schedule:>10} {total:>3} | {cells}")
         for method in BASELINES + ("real_vs_real",):
             rows = [row for row in self.select(method=method, metric=metric)
-                    if row["composite"] in (composite, None) or method == "masked_input"]
+                    if row["composite"] in (composite, None) or method in PIXEL_BASELINES]
             if rows:
                 lines.append(f"{method:>14} | {rows[0]['value']:.3f}")
         extractor = next((row for row in self.select(metric=metric) if row["extractor"]), None)
@@ -330,7 +334,7 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
     if sweet_spot is not None and (isinstance(sweet_spot, bool) or int(sweet_spot) != sweet_spot or sweet_spot < 1):
         raise ValueError(f"sweet_spot={sweet_spot!r}: expected an iteration t* >= 1, or None for t* = T")
     stops = {total: min(total, sweet_spot or total) for total in total_iters}
-    scored_sets = len(schedules) * sum(stops.values()) * len(composites) + (3 * len(composites) + 1) * baselines
+    scored_sets = len(schedules) * sum(stops.values()) * len(composites) + (3 * len(composites) + 2) * baselines
     for extractor in extractors:
         if extractor.name.startswith("inception") and extractor.device.type == "cpu":
             warnings.warn(f"{extractor.metric} on the CPU: Inception reads about 2 images/s here, and "
@@ -358,15 +362,17 @@ def sweep(maskgit, images, pixel_masks, schedules=("linear", "cosine", "square")
                     raw = one_shot.rows[method]
                     scores.add((method, composite), paste_known(raw, originals[index], masks[index])
                                if composite else raw, index)
-            scores.add(("masked_input", True), one_shot.rows["masked_input"], index)
+            for method in PIXEL_BASELINES:                      # the known pixels are the truth's
+                scores.add((method, True), one_shot.rows[method], index)
         for composite in composites:
             rows += scores.rows(("one_shot", composite), references, method="one_shot", schedule=None,
                                 T=1, t=1, composite=composite, **decode)
             for method in ("vqgan_masked", "tokenizer_ceiling"):
                 rows += scores.rows((method, composite), references, method=method, schedule=None,
                                     T=None, t=None, composite=composite)
-        rows += scores.rows(("masked_input", True), references, method="masked_input", schedule=None,
-                            T=None, t=None, composite=True)
+        for method in PIXEL_BASELINES:
+            rows += scores.rows((method, True), references, method=method, schedule=None,
+                                T=None, t=None, composite=True)
 
     for schedule, total in tqdm(runs, desc="sweep", disable=not progress):
         generator = torch.Generator().manual_seed(seed)

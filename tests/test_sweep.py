@@ -14,7 +14,7 @@ import torch
 
 from labkit import MaskGit, get_config, pipeline, toy_cats
 from labkit.catnet import CatNet, catnet_extractor
-from labkit.evaluate import METRICS, ROWS, inpaint_and_score, mean_scores
+from labkit.evaluate import METRICS, ROWS, inpaint_and_score, mean_scores, smooth_fill
 from labkit.masks import make_masks
 from labkit.metrics import masked_l1
 from labkit.pipeline import evaluate_inpainting, format_table
@@ -96,6 +96,8 @@ def test_baselines_and_floor_are_in_the_table(setup, result):
         float(masked_l1(one_shot, images, masks).mean()), rel=1e-6)
     grey_error = float(masked_l1(torch.full_like(images, 0.5), images, masks).mean())
     assert result.value(method="masked_input", metric="hole_l1") == pytest.approx(grey_error, rel=1e-6)
+    smooth_error = float(masked_l1(smooth_fill(images, masks), images, masks).mean())
+    assert result.value(method="smooth_fill", metric="hole_l1") == pytest.approx(smooth_error, rel=1e-6)
     floor_fd = catnet_extractor(net).distance(floor, images)
     assert result.value(method="real_vs_real", metric="FD_catnet") == pytest.approx(floor_fd, rel=1e-6)
     fd_rows = result.select(metric="FD_catnet")
@@ -131,6 +133,7 @@ def test_inpaint_and_score_rows_and_metric_names(setup):
     assert torch.equal(scored.rows["masked_input"], result.masked_input)
     ceiling = maskgit.vqgan.decode_indices(maskgit.encode_to_z(images)[1])
     assert torch.equal(scored.rows["tokenizer_ceiling"], ceiling)
+    assert torch.equal(scored.rows["smooth_fill"], smooth_fill(images, masks))
     assert scored.settings == maskgit.decode_settings(choice_temperature=0.0)
     scores = scored.scores()
     assert all(set(row) == set(METRICS) for row in scores.values())
@@ -143,6 +146,27 @@ def test_inpaint_and_score_rows_and_metric_names(setup):
     assert torch.equal(scores["maskgit"]["hole_l1"], scores["maskgit_raw"]["hole_l1"])
     only = inpaint_and_score(maskgit, images, masks, choice_temperature=0.0, baselines=False)
     assert list(only.rows) == ["maskgit", "maskgit_raw"]
+
+
+def test_smooth_fill_keeps_the_known_pixels_and_interpolates_the_hole():
+    size = 32
+    ramp = torch.linspace(0, 1, size).expand(size, size)                    # left to right
+    images = torch.stack([ramp.expand(3, size, size), torch.full((3, size, size), 0.3),
+                          torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))])
+    masks = torch.zeros(3, size, size, dtype=torch.bool)
+    masks[:, :, 10:14] = True                                                 # a vertical stroke
+    masks[:, 20:23, :] = True                                                 # and a horizontal one
+    filled = smooth_fill(images, masks)
+    known = ~masks[:, None].expand_as(images)
+    assert torch.equal(filled[known], images[known])                          # known pixels kept
+    torch.testing.assert_close(filled[1], images[1])                          # a flat image: exact
+    ramp_error = float(masked_l1(filled[:1], images[:1], masks[:1]))
+    grey_error = float(masked_l1(torch.full_like(images[:1], 0.5), images[:1], masks[:1]))
+    assert ramp_error < 0.025 and ramp_error < grey_error / 5                # a gradient: close
+    alone = torch.cat([smooth_fill(images[i:i + 1], masks[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(filled, alone)                                 # per image
+    everything = smooth_fill(images[:1], torch.ones(1, size, size, dtype=torch.bool))
+    assert torch.equal(everything, torch.full_like(images[:1], 0.5))         # nothing known: grey
 
 
 def test_mean_scores_pool_the_images_of_every_batch(setup):
