@@ -7,7 +7,9 @@
     python benchmarks/bench_quality.py --score runs/cpu --catnet runs/cpu/catnet.safetensors
                                                                      # score finished models only
 
-Each variant is the profile's config with exactly one field changed (``baseline``: none).
+Each variant is the profile's config with exactly one field changed (``baseline``: none);
+``fill-smooth`` trains nothing: the baseline's model, decoded with the hole filled smoothly
+from its edges before it is encoded (``MaskGit.inpaint(fill="smooth")``) instead of grey.
 It trains stage 1 into ``<runs>/quality/<tag>/stage1-<hash>/`` (a variant whose stage-1
 fields equal another's reuses that tokenizer and its token caches) and stage 2 into
 ``<runs>/quality/<tag>/<variant>/``; both resume when run again. ``<tag>`` is the
@@ -61,6 +63,12 @@ STAGE2_FIELDS = ("dim", "num_layers", "num_heads", "mlp_dim", "dropout", "attn_d
                  "total_iter", "choice_temperature", "sweet_spot", "catnet_channels", "catnet_steps",
                  "catnet_batch_size", "catnet_lr", "catnet_degrade", "n_val", "n_test")
 
+# Variants that train nothing: the base model, decoded another way ({inpaint argument: value}).
+DECODE_VARIANTS = {
+    "fill-smooth": ("decode with the hole filled smoothly from its edges before encoding, not grey",
+                    {"fill": "smooth"}),
+}
+
 # Variants that train stage 2 only, on the base's tokenizer, although their field (the seed)
 # is one stage 1 reads too: they measure how much stage 2 alone moves between seeds.
 STAGE2_ONLY = ("mvtm-seed-1",)
@@ -101,8 +109,10 @@ COLUMNS = ("variant", "override", "hole_l1", "hole_psnr", "gap_closed", "token_a
 def variant_config(base: LabConfig, name: str, scale: float = 1.0) -> tuple[LabConfig, dict]:
     """(config, the override) of the variant ``name``; ``scale`` shrinks both stages' steps
     and warmup (at least one step) after the override."""
+    if name in DECODE_VARIANTS:
+        name = "baseline"
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join([*VARIANTS, *DECODE_VARIANTS])}")
     override = VARIANTS[name][1](base)
     cfg = base.replace(**override)
     if scale != 1.0:
@@ -147,14 +157,16 @@ def train_variant(cfg: LabConfig, folder: Path, data=None, device=None, progress
 
 
 @torch.no_grad()
-def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128) -> dict:
-    """Every metric of the study for one trained model on ``test`` (an ImageSet with masks)."""
+def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128, fill: float | str = 0.5) -> dict:
+    """Every metric of the study for one trained model on ``test`` (an ImageSet with masks),
+    decoded with the hole encoded as ``fill`` (``MaskGit.inpaint``)."""
     maskgit.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     batches, features, correct, counted = [], {}, 0, 0
     for begin in range(0, len(test), batch_size):
         index = range(begin, min(begin + batch_size, len(test)))
-        scored = inpaint_and_score(maskgit, test.tensors(index), test.mask_tensors(index), generator=generator)
+        scored = inpaint_and_score(maskgit, test.tensors(index), test.mask_tensors(index), generator=generator,
+                                   fill=fill)
         batches.append(scored)
         for extractor in extractors:
             for row, images in scored.rows.items():
@@ -218,12 +230,15 @@ def run_study(profile: str = "cpu", names=None, scale: float = 1.0, runs=None, d
     extractors = _extractors(base, runs, device, data, catnet, progress, default_extractors)
     test = toy_cats(base, "test", data, progress=progress)
     results = []
-    for name in names or VARIANTS:
+    for name in names or [*VARIANTS, *DECODE_VARIANTS]:
         cfg, override = variant_config(base, name, scale)
         stage1_cfg = variant_config(base, "baseline", scale)[0] if name in STAGE2_ONLY else None
-        maskgit, facts = train_variant(cfg, root / name, data, device, progress, stage1_cfg)
+        decoding = DECODE_VARIANTS[name][1] if name in DECODE_VARIANTS else {}
+        folder = root / ("baseline" if decoding else name)
+        maskgit, facts = train_variant(cfg, folder, data, device, progress, stage1_cfg)
+        override = {**override, **decoding}
         row = {"variant": name, "override": json.dumps(override, default=list) if override else "none",
-               **facts, **score(cfg, maskgit, test, extractors)}
+               **facts, **score(cfg, maskgit, test, extractors, **decoding)}
         row["catnet_hash"] = row.pop("fd_catnet_hash", "")
         results.append(row)
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
@@ -257,7 +272,7 @@ def main(argv=None) -> None:
                         help="only score the finished vqgan / mvtm of RUN_DIR (no training)")
     args = parser.parse_args(argv)
     if args.list:
-        for name, (what, _) in VARIANTS.items():
+        for name, (what, _) in [*VARIANTS.items(), *DECODE_VARIANTS.items()]:
             print(f"{name:22s} {what}")
         return
     if args.score:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .maskgit import DecodeSettings, InpaintResult, MaskGit
+from .masks import smooth_fill
 from .metrics import masked_l1, masked_psnr
 
 METRICS = ("hole_l1", "hole_psnr", "image_l1", "image_psnr")
@@ -47,32 +47,6 @@ def round_trip(maskgit: MaskGit, images: torch.Tensor) -> torch.Tensor:
     return maskgit.vqgan.decode_indices(z_indices)
 
 
-def smooth_fill(images: torch.Tensor, pixel_masks: torch.Tensor, grey: float = 0.5) -> torch.Tensor:
-    """A classical inpainting, no learning: every missing pixel gets a smooth blend of the
-    known pixels around it (push-pull: the known pixels are averaged down an image pyramid,
-    the holes of each level are filled from the level below, upsampled). The known pixels
-    are kept; an image with no known pixel is filled with ``grey``.
-
-    images: (B, C, H, W); pixel_masks: (B, H, W) or (B, 1, H, W), True = missing.
-    The yardstick a learned inpainting has to beat in the hole.
-    """
-    images = torch.as_tensor(images).float()
-    hole = torch.as_tensor(pixel_masks, dtype=torch.bool, device=images.device)
-    hole = (hole if hole.dim() == 4 else hole[:, None]).expand_as(images[:, :1])
-    weight = (~hole).float()
-    levels = [(images * weight, weight)]                   # (weighted sum, weight) per level
-    while min(levels[-1][1].shape[-2:]) > 1:
-        total, known = levels[-1]
-        levels.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(known, 2, ceil_mode=True)))
-    total, known = levels[-1]
-    fill = torch.where(known > 0, total / known.clamp_min(1e-12), torch.full_like(total, grey))
-    for total, known in reversed(levels[:-1]):
-        coarse = F.interpolate(fill, size=total.shape[-2:], mode="bilinear", align_corners=False)
-        share = known.clamp(0, 1)                          # the share of the cell that is known
-        fill = share * total / known.clamp_min(1e-12) + (1 - share) * coarse
-    return torch.where(hole, fill, images)
-
-
 @dataclass
 class Scored:
     """One inpainted batch and the image sets it is compared by.
@@ -99,22 +73,26 @@ def inpaint_and_score(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch
                       gamma: str | None = None, total_iter: int | None = None,
                       choice_temperature: float | None = None, sweet_spot: int | None = None,
                       sample: bool = False, generator: torch.Generator | None = None,
-                      baselines: bool = True, decode_every_step: bool = True) -> Scored:
+                      baselines: bool = True, decode_every_step: bool = True, fill: float | str = 0.5) -> Scored:
     """Inpaint ``images`` (B, 3, H, W) in [0, 1] in their holes ``pixel_masks`` (True = missing)
     and gather the rows to score: MaskGIT composite and raw (the last decoded iteration) and,
     with ``baselines``, the masked input, the VQGAN round trips of it and of the truth, and the
     smooth fill of the hole (``smooth_fill``).
 
-    ``decode_every_step=False`` decodes only the last iteration to pixels (see ``MaskGit.inpaint``).
+    ``decode_every_step=False`` decodes only the last iteration to pixels; ``fill``: what the
+    hole holds when it is encoded (see ``MaskGit.inpaint``). The masked-input rows are the grey
+    hole's whatever the fill.
     """
     result = maskgit.inpaint(images, pixel_masks, gamma=gamma, total_iter=total_iter,
                              choice_temperature=choice_temperature, sweet_spot=sweet_spot,
-                             generator=generator, sample=sample, decode_every_step=decode_every_step)
+                             generator=generator, sample=sample, decode_every_step=decode_every_step,
+                             fill=fill)
     truth, masks = result.original, result.pixel_mask
     rows = {}
     if baselines:
-        rows["masked_input"] = result.masked_input
-        rows["vqgan_masked"] = round_trip(maskgit, result.masked_input)
+        grey = torch.where(masks, torch.full_like(truth, 0.5), truth)
+        rows["masked_input"] = grey
+        rows["vqgan_masked"] = round_trip(maskgit, grey)
     rows["maskgit"] = result.steps(True)[-1]
     rows["maskgit_raw"] = result.steps(False)[-1]
     if baselines:

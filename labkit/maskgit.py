@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LabConfig, check_field, check_sweet_spot
-from .masks import as_pixel_mask, paste_known, pixel_to_token_mask, training_token_holes
+from .masks import as_pixel_mask, paste_known, pixel_to_token_mask, smooth_fill, training_token_holes
 from .schedules import SCHEDULES, gamma_func
 from .transformer import BidirectionalTransformer
 from .vqgan import VQGAN
@@ -102,7 +102,7 @@ class DecodeTrace:
 class InpaintResult:
     """Pixels of an inpainting run.
 
-    masked_input: (B, 3, H, W) the input with the hole filled grey
+    masked_input: (B, 3, H, W) the input as encoded: the hole filled grey (or smoothly)
     pixel_mask: (B, 1, H, W) bool, True = missing
     raw_steps: (t*, B, 3, H, W) the decoded prediction after each iteration 1..t*
                ((1, B, 3, H, W), the last one only, with ``decode_every_step=False``)
@@ -342,21 +342,23 @@ class MaskGit(nn.Module):
     def inpaint(self, images: torch.Tensor, pixel_masks: torch.Tensor, gamma: str | None = None,
                 total_iter: int | None = None, choice_temperature: float | None = None,
                 sweet_spot: int | None = None, composite: bool = True,
-                generator: torch.Generator | None = None, sample: bool = False, fill: float = 0.5,
+                generator: torch.Generator | None = None, sample: bool = False, fill: float | str = 0.5,
                 decode_every_step: bool = True, decode_batch: int = 256) -> InpaintResult:
         """Inpaint a batch of images.
 
         images: (B, 3, H, W) in [0, 1] (pixels under the hole are ignored);
         pixel_masks: (B, H, W) or (B, 1, H, W), True / 1 = missing.
-        The hole is filled with grey ``fill`` (as the course's masked images), encoded, its
-        tokens set to [MASK] and decoded for t* iterations of T (the decoding settings left
+        The hole is filled with grey ``fill`` (as the course's masked images; ``fill="smooth"``:
+        with ``labkit.masks.smooth_fill`` of its edges, so that less grey leaks through the
+        encoder into the tokens around the hole), encoded, its tokens set to [MASK] and decoded for t* iterations of T (the decoding settings left
         None are the config's, see ``decode_settings``); every iteration's prediction is
         decoded to pixels (only the last one with ``decode_every_step=False``, which halves
         the cost when the steps are not needed), ``decode_batch`` images at a time. With
         ``composite`` the known pixels are pasted back.
         """
-        if isinstance(fill, bool) or not isinstance(fill, Real) or not 0 <= fill <= 1:
-            raise ValueError(f"fill={fill!r}: expected the grey level of the hole, a number in [0, 1]")
+        if fill != "smooth" and (isinstance(fill, bool) or not isinstance(fill, Real) or not 0 <= fill <= 1):
+            raise ValueError(f"fill={fill!r}: expected the grey level of the hole, a number in [0, 1], "
+                             "or \"smooth\"")
         if isinstance(decode_batch, bool) or not isinstance(decode_batch, Integral) or decode_batch < 1:
             raise ValueError(f"decode_batch={decode_batch!r}: expected an integer >= 1 (images "
                              "decoded to pixels at a time)")
@@ -364,7 +366,8 @@ class MaskGit(nn.Module):
         images, pixel_masks = check_images_and_masks(images, pixel_masks, self.config.image_size)
         images = images.to(self.device)
         pixel_masks = pixel_masks.to(self.device)
-        masked_input = torch.where(pixel_masks, torch.full_like(images, fill), images)
+        masked_input = (smooth_fill(images, pixel_masks) if fill == "smooth" else
+                        torch.where(pixel_masks, torch.full_like(images, fill), images))
         _, z_indices = self.encode_to_z(masked_input)
         token_mask = pixel_to_token_mask(pixel_masks, self.config.downsample)
         trace = self.inpaint_tokens(z_indices, token_mask, settings.gamma, settings.total_iter,

@@ -48,6 +48,31 @@ def pixel_to_token_mask(pixel_mask: torch.Tensor, patch: int) -> torch.Tensor:
     return pooled.flatten(1) > 0
 
 
+def smooth_fill(images: torch.Tensor, pixel_masks: torch.Tensor, grey: float = 0.5) -> torch.Tensor:
+    """A classical inpainting, no learning: every missing pixel gets a smooth blend of the
+    known pixels around it (push-pull: the known pixels are averaged down an image pyramid,
+    the holes of each level are filled from the level below, upsampled). The known pixels
+    are kept; an image with no known pixel is filled with ``grey``.
+
+    images: (B, C, H, W); pixel_masks: (B, H, W) or (B, 1, H, W), True = missing.
+    The yardstick a learned inpainting has to beat in the hole.
+    """
+    images = torch.as_tensor(images).float()
+    hole = as_pixel_mask(pixel_masks).to(images.device).expand_as(images[:, :1])
+    weight = (~hole).float()
+    levels = [(images * weight, weight)]                   # (weighted sum, weight) per level
+    while min(levels[-1][1].shape[-2:]) > 1:
+        total, known = levels[-1]
+        levels.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(known, 2, ceil_mode=True)))
+    total, known = levels[-1]
+    fill = torch.where(known > 0, total / known.clamp_min(1e-12), torch.full_like(total, grey))
+    for total, known in reversed(levels[:-1]):
+        coarse = F.interpolate(fill, size=total.shape[-2:], mode="bilinear", align_corners=False)
+        share = known.clamp(0, 1)                          # the share of the cell that is known
+        fill = share * total / known.clamp_min(1e-12) + (1 - share) * coarse
+    return torch.where(hole, fill, images)
+
+
 # --------------------------------------------------------------------------- brush masks
 #
 # Free-form masks like DeepFill's and the course's: a few thick random-walk strokes with

@@ -9,7 +9,7 @@ import torch
 import labkit.maskgit as maskgit_module
 from labkit import SCHEDULES, MaskGit, gamma_func, get_config, mvtm_loss
 from labkit.datasets import split_seed
-from labkit.masks import make_masks, pixel_to_token_mask
+from labkit.masks import make_masks, pixel_to_token_mask, smooth_fill
 from labkit.schedules import FORMULAS
 
 CFG = get_config("smoke")
@@ -343,6 +343,7 @@ def test_the_smoke_profiles_total_iter_has_effect(model):
     (dict(choice_temperature=-1.0), r"choice_temperature=-1.0: expected a finite number >= 0"),
     (dict(fill=1.5), r"fill=1.5: expected .* in \[0, 1\]"),
     (dict(fill=float("nan")), r"fill=nan"),
+    (dict(fill="blur"), r"fill='blur': expected .* or \"smooth\""),
     (dict(decode_batch=0), r"decode_batch=0: expected an integer >= 1"),
 ])
 def test_bad_decoding_arguments(model, kwargs, match):
@@ -351,6 +352,24 @@ def test_bad_decoding_arguments(model, kwargs, match):
     masks = torch.zeros(2, size, size, dtype=torch.bool)
     with pytest.raises(ValueError, match=match):
         model.inpaint(images, masks, **kwargs)
+
+
+def test_a_smooth_fill_is_what_gets_encoded(model):
+    size = CFG.image_size
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(3))
+    masks = torch.zeros(2, size, size, dtype=torch.bool)
+    masks[:, 5:12, :] = True
+    generator = torch.Generator().manual_seed(0)
+    result = model.inpaint(images, masks, fill="smooth", generator=generator)
+    filled = smooth_fill(images, masks)
+    assert torch.equal(result.masked_input, filled)
+    expected = model.inpaint_tokens(model.encode_to_z(filled)[1], pixel_to_token_mask(masks, CFG.downsample),
+                                    generator=torch.Generator().manual_seed(0))
+    assert torch.equal(result.trace.predictions, expected.predictions)
+    grey = model.inpaint(images, masks, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(grey.masked_input, result.masked_input)
+    known = ~masks[:, None].expand_as(images)
+    assert torch.equal(result.images[known], images[known])                   # still pasted back
 
 
 def test_non_finite_pixels_are_refused_naming_the_image(model):

@@ -48,9 +48,15 @@ def test_scale_shrinks_the_steps_and_stage_2_changes_share_a_tokenizer():
 
 
 def test_the_harness_on_smoke_scores_every_metric(tmp_path, capsys):
-    results = bench.run_study("smoke", ["baseline", "no-label-smoothing"], scale=0.2,
+    results = bench.run_study("smoke", ["baseline", "no-label-smoothing", "fill-smooth"], scale=0.2,
                               runs=tmp_path / "runs", data=tmp_path / "data")
-    assert [row["variant"] for row in results] == ["baseline", "no-label-smoothing"]
+    assert [row["variant"] for row in results] == ["baseline", "no-label-smoothing", "fill-smooth"]
+    base, _, smooth = results
+    # fill-smooth decodes the baseline's model (no training of its own) with another input
+    assert smooth["stage2_run"] == base["stage2_run"] and smooth["override"] == '{"fill": "smooth"}'
+    assert smooth["hole_l1"] != base["hole_l1"]
+    for column in ("l1_masked_input", "l1_tokenizer_ceiling", "l1_smooth_fill"):
+        assert smooth[column] == base[column]                  # the baselines do not move
     for row in results:
         for column in bench.COLUMNS:
             if column.endswith("_min") or column in ("hole_l1", "gap_closed") or column.startswith("FD_"):
@@ -63,7 +69,7 @@ def test_the_harness_on_smoke_scores_every_metric(tmp_path, capsys):
     assert results[1]["stage1_cpu_min"] < results[0]["stage1_cpu_min"]   # reused, not retrained
     assert results[0]["stage2_run"] != results[1]["stage2_run"]
     folder = tmp_path / "runs" / "quality" / "smoke-scale0.2"
-    assert len(json.loads((folder / "results.json").read_text())) == 2
+    assert len(json.loads((folder / "results.json").read_text())) == 3
     assert (folder / "results.csv").read_text().splitlines()[0].split(",") == list(bench.COLUMNS)
     table = bench.format_table(results)
     assert "gap" in table and "no-label-smoothing" in table
