@@ -89,6 +89,7 @@ VARIANTS = {
     "mvtm-lr-double": ("stage-2 peak learning rate x 2", lambda c: {"mvtm_lr": c.mvtm_lr * 2}),
     "lr-to-zero": ("stage-2 cosine to 0 (pitfall 8's aggressive decay)", lambda c: {"mvtm_lr_floor": 0.0}),
     "lr-flat": ("stage-2 rate flat after warmup (no decay)", lambda c: {"mvtm_lr_floor": 1.0}),
+    "lr-cosine-10": ("stage-2 cosine to 10 % of the peak (the default decay)", lambda c: {"mvtm_lr_floor": 0.1}),
     "train-masks-swap": ("training masks: random <-> holes (brush strokes like the test's)",
                          lambda c: {"train_mask": "random" if c.train_mask == "holes" else "holes"}),
     "train-mixed": ("half random masks, half brush-stroke holes", lambda c: {"train_mask": "mixed"}),
@@ -232,6 +233,9 @@ def run_study(profile: str = "cpu", names=None, scale: float = 1.0, runs=None, d
     results = []
     for name in names or [*VARIANTS, *DECODE_VARIANTS]:
         cfg, override = variant_config(base, name, scale)
+        if name != "baseline" and override and cfg == variant_config(base, "baseline", scale)[0]:
+            print(f"{name}: {override} is the base already; skipped (run baseline)", flush=True)
+            continue
         stage1_cfg = variant_config(base, "baseline", scale)[0] if name in STAGE2_ONLY else None
         decoding = DECODE_VARIANTS[name][1] if name in DECODE_VARIANTS else {}
         folder = root / ("baseline" if decoding else name)

@@ -29,11 +29,13 @@ def test_gap_closed_on_made_up_numbers():
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_every_variant_changes_exactly_one_field(profile):
     base = get_config(profile)
+    already = {"smoke": {"lr-cosine-10"}, "cpu": {"lr-flat"}}[profile]
     for name in bench.VARIANTS:
         cfg, override = bench.variant_config(base, name)
         changed = {key for key, value in cfg.to_dict().items() if value != base.to_dict()[key]}
-        assert changed == set(override), name
         assert len(override) == (0 if name == "baseline" else 1), name
+        # a variant whose one value is the profile's already changes nothing (the study skips it)
+        assert changed == (set() if name in already else set(override)), name
     with pytest.raises(ValueError, match="train-masks-swap"):
         bench.variant_config(base, "no-such-variant")
 
