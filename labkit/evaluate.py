@@ -26,7 +26,7 @@ ROWS = {                       # row: what is compared with the ground truth
     "maskgit": "MaskGIT inpainting (composite)",
     "maskgit_raw": "MaskGIT inpainting (raw decoder output)",
     "tokenizer_ceiling": "VQGAN round trip of the ground truth (ceiling)",
-    "smooth_fill": "smooth fill of the hole from its edges (no learning)",
+    "smooth_fill": "smooth fill of the hole (no learning)",
 }
 BASELINES = ("masked_input", "vqgan_masked", "tokenizer_ceiling", "smooth_fill")
 

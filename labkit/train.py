@@ -249,9 +249,9 @@ def mvtm_name(cfg: LabConfig, variant: str = "") -> str:
     (notebook 02, notebook 03, your own code), so a run is trained once and then loaded.
 
     "mvtm" for the profile's own run (the one notebooks 04-05 and the CLI load); any run that
-    differs from it in the loss, the seed, the steps, the label smoothing or the warm-up
-    names its loss, seed and steps, then the label smoothing and warm-up if they differ, then
-    ``variant`` (a change to the code, e.g. an injected bug) if given:
+    differs from it in the loss, the seed, the steps, the label smoothing, the warm-up or the
+    rate's floor names its loss, seed and steps, then the label smoothing, warm-up and floor if
+    they differ, then ``variant`` (a change to the code, e.g. an injected bug) if given:
 
         mvtm_name(get_config("cpu"))                          -> "mvtm"
         mvtm_name(get_config("cpu", loss="full"))             -> "mvtm-full-seed0-steps1000"
@@ -259,7 +259,7 @@ def mvtm_name(cfg: LabConfig, variant: str = "") -> str:
         mvtm_name(get_config("cpu"), variant="bug")           -> "mvtm-masked-seed0-steps1000-bug"
     """
     profile = get_config(cfg.profile)
-    fields = ("loss", "seed", "mvtm_steps", "label_smoothing", "warmup_steps")
+    fields = ("loss", "seed", "mvtm_steps", "label_smoothing", "warmup_steps", "mvtm_lr_floor")
     if not variant and all(getattr(cfg, field) == getattr(profile, field) for field in fields):
         return "mvtm"
     name = f"mvtm-{cfg.loss}-seed{cfg.seed}-steps{cfg.mvtm_steps}"
@@ -267,6 +267,8 @@ def mvtm_name(cfg: LabConfig, variant: str = "") -> str:
         name += f"-ls{cfg.label_smoothing:g}"
     if cfg.warmup_steps != profile.warmup_steps:
         name += f"-warmup{cfg.warmup_steps}"
+    if cfg.mvtm_lr_floor != profile.mvtm_lr_floor:
+        name += f"-floor{cfg.mvtm_lr_floor:g}"
     return f"{name}-{variant}" if variant else name
 
 

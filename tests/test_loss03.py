@@ -32,7 +32,8 @@ def test_the_profiles_own_run_is_mvtm_and_every_other_run_names_what_distinguish
     assert mvtm_name(cpu) == "mvtm"                       # what notebooks 04-05 and the CLI load
     assert mvtm_name(cpu.replace(loss="full")) == "mvtm-full-seed0-steps1000"
     assert mvtm_name(cpu.replace(seed=2, label_smoothing=0.0)) == "mvtm-masked-seed2-steps1000-ls0"
-    assert mvtm_name(with_budget(cpu, 80).replace(loss="full", seed=1)) == "mvtm-full-seed1-steps80-warmup8"
+    assert mvtm_name(with_budget(cpu, 80).replace(loss="full", seed=1)) == "mvtm-full-seed1-steps80-warmup8-floor0.1"
+    assert mvtm_name(cpu.replace(mvtm_lr_floor=0.0)) == "mvtm-masked-seed0-steps1000-floor0"
     assert mvtm_name(cpu, variant="bug") == "mvtm-masked-seed0-steps1000-bug"
     # runs that train differently never share a file
     grid = [cpu.replace(loss=loss, seed=seed, mvtm_steps=steps, label_smoothing=smoothing)
@@ -87,6 +88,10 @@ def test_a_short_budget_keeps_the_warmups_share_and_refuses_nonsense():
     cpu = get_config("cpu")                                   # 1000 steps, warm-up 100
     short = with_budget(cpu, 80)
     assert (short.mvtm_steps, short.warmup_steps) == (80, 8)
+    # cpu keeps its rate flat (floor 1.0); a short run decays to 10 % (compare.SHORT_RUN_FLOOR)
+    assert (cpu.mvtm_lr_floor, short.mvtm_lr_floor) == (1.0, 0.1)
+    assert with_budget(cpu.replace(mvtm_lr_floor=0.0), 80).mvtm_lr_floor == 0.0   # never raised
+    assert with_budget(cpu, 2000).mvtm_lr_floor == 1.0       # a longer budget keeps the profile's
     assert with_budget(cpu, 5).warmup_steps == 1              # never 0
     assert with_budget(cpu, cpu.mvtm_steps) == cpu            # the profile's budget: its own run
     assert with_budget(cpu).mvtm_steps == 80                  # None: the profile's short budget
