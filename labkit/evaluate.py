@@ -73,7 +73,8 @@ def inpaint_and_score(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch
                       gamma: str | None = None, total_iter: int | None = None,
                       choice_temperature: float | None = None, sweet_spot: int | None = None,
                       sample: bool = False, generator: torch.Generator | None = None,
-                      baselines: bool = True, decode_every_step: bool = True, fill: float | str = 0.5) -> Scored:
+                      baselines: bool = True, decode_every_step: bool = True,
+                      fill: float | str = 0.5) -> Scored:
     """Inpaint ``images`` (B, 3, H, W) in [0, 1] in their holes ``pixel_masks`` (True = missing)
     and gather the rows to score: MaskGIT composite and raw (the last decoded iteration) and,
     with ``baselines``, the masked input, the VQGAN round trips of it and of the truth, and the
@@ -119,5 +120,5 @@ def mean_scores(batches: list[Scored]) -> dict:
             for row in per_batch[0]}
 
 
-__all__ = ["METRICS", "ROWS", "BASELINES", "pixel_scores", "round_trip", "smooth_fill", "Scored", "inpaint_and_score",
-           "gap_closed", "mean_scores"]
+__all__ = ["METRICS", "ROWS", "BASELINES", "pixel_scores", "round_trip", "smooth_fill", "Scored",
+           "inpaint_and_score", "gap_closed", "mean_scores"]

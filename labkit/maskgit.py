@@ -350,11 +350,12 @@ class MaskGit(nn.Module):
         pixel_masks: (B, H, W) or (B, 1, H, W), True / 1 = missing.
         The hole is filled with grey ``fill`` (as the course's masked images; ``fill="smooth"``:
         with ``labkit.masks.smooth_fill`` of its edges, so that less grey leaks through the
-        encoder into the tokens around the hole), encoded, its tokens set to [MASK] and decoded for t* iterations of T (the decoding settings left
-        None are the config's, see ``decode_settings``); every iteration's prediction is
-        decoded to pixels (only the last one with ``decode_every_step=False``, which halves
-        the cost when the steps are not needed), ``decode_batch`` images at a time. With
-        ``composite`` the known pixels are pasted back.
+        encoder into the tokens around the hole), encoded, its tokens set to [MASK] and decoded
+        for t* iterations of T (the decoding settings left None are the config's, see
+        ``decode_settings``); every iteration's prediction is decoded to pixels (only the last
+        one with ``decode_every_step=False``, which halves the cost when the steps are not
+        needed), ``decode_batch`` images at a time. With ``composite`` the known pixels are
+        pasted back.
         """
         if fill != "smooth" and (isinstance(fill, bool) or not isinstance(fill, Real) or not 0 <= fill <= 1):
             raise ValueError(f"fill={fill!r}: expected the grey level of the hole, a number in [0, 1], "

@@ -18,8 +18,8 @@ on Ctrl-C, with a JSON summary beside it, and stops with the step of the first n
 loss. A checkpoint records what produced it: a fingerprint and the source of the training
 data, and the planned number of steps (so whether the stage finished). Resuming with other
 data is refused (``DataMismatchError``), and so is resuming or reusing a checkpoint trained
-with another recipe (``RecipeMismatchError``: ``labkit.config.RECIPE_FIELDS``); a stage whose input stopped early is refused
-(``UnfinishedStageError``).
+with another recipe (``RecipeMismatchError``: ``labkit.config.RECIPE_FIELDS``); a stage whose
+input stopped early is refused (``UnfinishedStageError``).
 
 ``wrap_ddp`` puts a model in DistributedDataParallel under torchrun, and
 ``run.first_compiled_step(compile)`` names the way out when ``torch.compile`` fails on the
@@ -426,5 +426,6 @@ def write_summary(path: Path, cfg: LabConfig, step: int, total: int, history: li
 
 
 __all__ = ["TrainingRun", "TrainingInterrupted", "DataMismatchError", "RecipeMismatchError",
-           "UnfinishedStageError", "RunFolderError", "data_provenance", "check_run_folder", "finished_steps",
+           "UnfinishedStageError", "RunFolderError", "data_provenance", "check_run_folder",
+           "finished_steps",
            "refuse_unfinished", "wrap_ddp", "random_streams", "batch_generator"]

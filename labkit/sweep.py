@@ -19,7 +19,7 @@ Every number lands in one tidy table (a list of dicts, written as CSV), one row 
     extractor, extractor_hash   which network gave the features (empty for pixel scores)
 
 Baselines in the same table: the masked input (grey hole), the smooth fill of the hole from
-its edges (``labkit.evaluate.smooth_fill``, no learning), the VQGAN round-trip of the
+its edges (``labkit.masks.smooth_fill``, no learning), the VQGAN round-trip of the
 masked input, one-shot prediction (T = 1; it is the same for every schedule), and the
 VQGAN round-trip of the ground truth, ``tokenizer_ceiling``, since MaskGIT can only
 produce images its tokenizer decodes. The images come from ``labkit.evaluate.inpaint_and_score``,

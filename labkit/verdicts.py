@@ -54,8 +54,13 @@ def critical(n: int) -> float:
     return float(stats.t.ppf(0.975, n - 1))
 
 
+def _array(x) -> np.ndarray:
+    """Scores as a flat float64 array, from NumPy, a list or a torch tensor."""
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64).ravel()
+
+
 def _values(x) -> np.ndarray:
-    array = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64).ravel()
+    array = _array(x)
     if not np.isfinite(array).all():
         raise ValueError("the values contain NaN or inf: a difference of them has no meaning")
     return array
@@ -64,8 +69,7 @@ def _values(x) -> np.ndarray:
 def finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (a_i, b_i) where both are finite: per-image scores of two models, without
     the images that have no hole (NaN) or a hole reproduced exactly (PSNR inf) in either."""
-    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64).ravel()
-    b = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=np.float64).ravel()
+    a, b = _array(a), _array(b)
     if a.shape != b.shape:
         raise ValueError(f"paired scores need the same items: {a.shape} vs {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
