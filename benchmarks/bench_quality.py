@@ -89,7 +89,8 @@ VARIANTS = {
     "mvtm-lr-double": ("stage-2 peak learning rate x 2", lambda c: {"mvtm_lr": c.mvtm_lr * 2}),
     "lr-to-zero": ("stage-2 cosine to 0 (pitfall 8's aggressive decay)", lambda c: {"mvtm_lr_floor": 0.0}),
     "lr-flat": ("stage-2 rate flat after warmup (no decay)", lambda c: {"mvtm_lr_floor": 1.0}),
-    "lr-cosine-10": ("stage-2 cosine to 10 % of the peak (the default decay)", lambda c: {"mvtm_lr_floor": 0.1}),
+    "lr-cosine-10": ("stage-2 cosine to 10 % of the peak (the default decay)",
+                     lambda c: {"mvtm_lr_floor": 0.1}),
     "train-masks-swap": ("training masks: random <-> holes (brush strokes like the test's)",
                          lambda c: {"train_mask": "random" if c.train_mask == "holes" else "holes"}),
     "train-mixed": ("half random masks, half brush-stroke holes", lambda c: {"train_mask": "mixed"}),
@@ -103,7 +104,8 @@ VARIANTS = {
 COLUMNS = ("variant", "override", "hole_l1", "hole_psnr", "gap_closed", "token_accuracy", "val_accuracy",
            "FD_catnet_composite", "FD_catnet_raw", "FD_catnet_raw_tokenizer_ceiling",
            "FD_catnet_raw_masked_input", "FD_catnet_raw_vqgan_masked", "FD_catnet_raw_smooth_fill",
-           "l1_masked_input", "l1_tokenizer_ceiling", "l1_smooth_fill", "stage1_min", "stage2_min", "stage1_cpu_min", "stage2_cpu_min",
+           "l1_masked_input", "l1_tokenizer_ceiling", "l1_smooth_fill", "stage1_min", "stage2_min",
+           "stage1_cpu_min", "stage2_cpu_min",
            "catnet_hash", "stage1_run", "stage2_run")
 
 
@@ -113,7 +115,8 @@ def variant_config(base: LabConfig, name: str, scale: float = 1.0) -> tuple[LabC
     if name in DECODE_VARIANTS:
         name = "baseline"
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose from {', '.join([*VARIANTS, *DECODE_VARIANTS])}")
+        raise ValueError(f"unknown variant {name!r}; choose from "
+                         f"{', '.join([*VARIANTS, *DECODE_VARIANTS])}")
     override = VARIANTS[name][1](base)
     cfg = base.replace(**override)
     if scale != 1.0:
@@ -158,7 +161,8 @@ def train_variant(cfg: LabConfig, folder: Path, data=None, device=None, progress
 
 
 @torch.no_grad()
-def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128, fill: float | str = 0.5) -> dict:
+def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128,
+          fill: float | str = 0.5) -> dict:
     """Every metric of the study for one trained model on ``test`` (an ImageSet with masks),
     decoded with the hole encoded as ``fill`` (``MaskGit.inpaint``)."""
     maskgit.eval()
@@ -166,8 +170,8 @@ def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128, fill
     batches, features, correct, counted = [], {}, 0, 0
     for begin in range(0, len(test), batch_size):
         index = range(begin, min(begin + batch_size, len(test)))
-        scored = inpaint_and_score(maskgit, test.tensors(index), test.mask_tensors(index), generator=generator,
-                                   fill=fill)
+        scored = inpaint_and_score(maskgit, test.tensors(index), test.mask_tensors(index),
+                                   generator=generator, fill=fill)
         batches.append(scored)
         for extractor in extractors:
             for row, images in scored.rows.items():
