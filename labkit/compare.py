@@ -31,7 +31,6 @@ from .config import LabConfig
 from .evaluate import pixel_scores
 from .fid import Extractor, FeatureStats, frechet_distance
 from .maskgit import MaskGit
-from .verdicts import finite_pairs   # noqa: F401  (notebook 03 imports it from here)
 
 # Stage-2 steps of each run of notebook 03, per profile: a fraction of the profile's own
 # budget, so that three seeds per loss and a hypothesis run fit the notebook's time.
@@ -154,4 +153,4 @@ def chance_accuracy(train_tokens: torch.Tensor, tokens: torch.Tensor) -> float:
 
 
 __all__ = ["SHORT_STEPS", "SHORT_RUN_FLOOR", "with_budget", "LossOnVisibleTokens", "InpaintingScores",
-           "score_inpainting", "spread_over_iterations", "finite_pairs", "chance_accuracy"]
+           "score_inpainting", "spread_over_iterations", "chance_accuracy"]
