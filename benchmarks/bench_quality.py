@@ -59,7 +59,7 @@ from labkit.utils import runs_root                                   # noqa: E40
 
 # Fields stage 1 never reads: variants that differ only in these share one tokenizer.
 STAGE2_FIELDS = ("dim", "num_layers", "num_heads", "mlp_dim", "dropout", "attn_drop", "mvtm_steps",
-                 "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "train_mask", "loss", "label_smoothing", "train_gamma", "gamma_type",
+                 "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "mvtm_lr_hold", "train_mask", "loss", "label_smoothing", "train_gamma", "gamma_type",
                  "total_iter", "choice_temperature", "sweet_spot", "catnet_channels", "catnet_steps",
                  "catnet_batch_size", "catnet_lr", "catnet_degrade", "n_val", "n_test")
 
@@ -85,12 +85,17 @@ VARIANTS = {
     "transformer-shallow": ("transformer layers / 2", lambda c: {"num_layers": max(1, c.num_layers // 2)}),
     "head-dim-32": ("heads = dim / 32 (cpu: 4 heads of 32)", lambda c: {"num_heads": max(1, c.dim // 32)}),
     "mvtm-steps-x2": ("stage-2 steps x 2", lambda c: {"mvtm_steps": 2 * c.mvtm_steps}),
+    "mvtm-steps-x1.6": ("stage-2 steps x 1.6 (with two layers: about the four-layer budget)",
+                        lambda c: {"mvtm_steps": round(1.6 * c.mvtm_steps)}),
     "mvtm-lr-half": ("stage-2 peak learning rate / 2", lambda c: {"mvtm_lr": c.mvtm_lr / 2}),
     "mvtm-lr-double": ("stage-2 peak learning rate x 2", lambda c: {"mvtm_lr": c.mvtm_lr * 2}),
     "lr-to-zero": ("stage-2 cosine to 0 (pitfall 8's aggressive decay)", lambda c: {"mvtm_lr_floor": 0.0}),
     "lr-flat": ("stage-2 rate flat after warmup (no decay)", lambda c: {"mvtm_lr_floor": 1.0}),
     "lr-cosine-10": ("stage-2 cosine to 10 % of the peak (the default decay)",
                      lambda c: {"mvtm_lr_floor": 0.1}),
+    "lr-plateau": ("stage-2 rate held at the peak for 80 % of the steps after the warmup, then a "
+                   "cosine to 10 % (warmup, plateau, decay)",
+                   lambda c: {"mvtm_lr_hold": 0.8, "mvtm_lr_floor": min(c.mvtm_lr_floor, 0.1)}),
     "train-masks-swap": ("training masks: random <-> holes (brush strokes like the test's)",
                          lambda c: {"train_mask": "random" if c.train_mask == "holes" else "holes"}),
     "train-mixed": ("half random masks, half brush-stroke holes", lambda c: {"train_mask": "mixed"}),

@@ -46,7 +46,7 @@ ARCH_FIELDS = {
 RECIPE_FIELDS = {
     "vqgan": ("vq_steps", "vq_batch_size", "vq_lr", "warmup_steps", "beta", "codebook_decay",
               "dead_code_threshold", "betas", "weight_decay", "grad_clip"),
-    "transformer": ("seed", "mvtm_steps", "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "warmup_steps",
+    "transformer": ("seed", "mvtm_steps", "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "mvtm_lr_hold", "warmup_steps",
                     "loss", "label_smoothing", "train_gamma", "train_mask", "dropout", "attn_drop",
                     "betas", "weight_decay", "grad_clip"),
 }
@@ -99,6 +99,8 @@ class LabConfig:
     train_mask: str = "random"     # "random" tokens anywhere, "holes" inside brush strokes like
                                    # the test masks', or "mixed" (each image one or the other)
     mvtm_lr_floor: float = 0.1     # the cosine ends at this share of the peak (0: to zero, 1: flat)
+    mvtm_lr_hold: float = 0.0      # share of the steps after the warmup held at the peak before
+                                   # the cosine starts (warmup, plateau, decay; 0: no plateau)
 
     # --- iterative decoding (labkit.maskgit) ---
     gamma_type: str = "cosine"
@@ -232,6 +234,7 @@ FIELD_RULES = {
     "train_gamma": _SCHEDULE, "gamma_type": _SCHEDULE,
     "train_mask": (f"one of {', '.join(TRAIN_MASKS)}", lambda v: v in TRAIN_MASKS),
     "mvtm_lr_floor": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
+    "mvtm_lr_hold": ("a number in [0, 1)", lambda v: _number(v, 0, 1, high_open=True)),
     "total_iter": _POSITIVE,
     "choice_temperature": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
     "sweet_spot": ("None or an integer >= 1", lambda v: v is None or _integer(v, 1)),

@@ -11,7 +11,8 @@ checkpoints, Ctrl-C, the NaN watch, the log and the progress bar) is ``labkit.ru
 
 Learning rate: linear warmup over ``cfg.warmup_steps``, then a cosine decay that stops at
 a floor instead of 0: ``MIN_LR_RATIO`` (10 %) of the peak for the tokenizer and CatNet,
-``cfg.mvtm_lr_floor`` for the transformer (1.0 keeps it flat). A short run ends better with
+``cfg.mvtm_lr_floor`` for the transformer (1.0 keeps it flat), which may first hold the
+peak for ``cfg.mvtm_lr_hold`` of its steps (warmup, plateau, decay). A short run ends better with
 some decay, but the course's pitfall 8 (notebook 06: a report gained 8 FID points by removing
 an aggressive decay) is why the rate never falls to zero by default.
 
@@ -53,12 +54,19 @@ HOW_TO_TRAIN = {
 
 # ----------------------------------------------------------------------------- shared pieces
 
-def lr_at(step: int, peak: float, warmup: int, total: int, floor: float = MIN_LR_RATIO) -> float:
+def lr_at(step: int, peak: float, warmup: int, total: int, floor: float = MIN_LR_RATIO,
+          hold: float = 0.0) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warmup, then a cosine from
-    ``peak`` down to ``floor * peak`` at the last step (floor 1: constant after the warmup)."""
+    ``peak`` down to ``floor * peak`` at the last step (floor 1: constant after the warmup).
+    ``hold`` > 0 keeps the peak for that share of the steps after the warmup first and fits
+    the whole cosine into the rest (warmup, plateau, decay)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    after = max(1, total - warmup)
+    plateau = hold * after
+    if step - warmup < plateau:
+        return peak
+    progress = (step - warmup - plateau) / max(1.0, after - plateau)
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -259,7 +267,8 @@ def mvtm_name(cfg: LabConfig, variant: str = "") -> str:
         mvtm_name(get_config("cpu"), variant="bug")           -> "mvtm-masked-seed0-steps1000-bug"
     """
     profile = get_config(cfg.profile)
-    fields = ("loss", "seed", "mvtm_steps", "label_smoothing", "warmup_steps", "mvtm_lr_floor")
+    fields = ("loss", "seed", "mvtm_steps", "label_smoothing", "warmup_steps", "mvtm_lr_floor",
+              "mvtm_lr_hold")
     if not variant and all(getattr(cfg, field) == getattr(profile, field) for field in fields):
         return "mvtm"
     name = f"mvtm-{cfg.loss}-seed{cfg.seed}-steps{cfg.mvtm_steps}"
@@ -269,6 +278,8 @@ def mvtm_name(cfg: LabConfig, variant: str = "") -> str:
         name += f"-warmup{cfg.warmup_steps}"
     if cfg.mvtm_lr_floor != profile.mvtm_lr_floor:
         name += f"-floor{cfg.mvtm_lr_floor:g}"
+    if cfg.mvtm_lr_hold != profile.mvtm_lr_hold:
+        name += f"-hold{cfg.mvtm_lr_hold:g}"
     return f"{name}-{variant}" if variant else name
 
 
@@ -376,7 +387,8 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
     maskgit.vqgan.eval()
     with run:
         while run.more():
-            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total, cfg.mvtm_lr_floor))
+            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total, cfg.mvtm_lr_floor,
+                                         cfg.mvtm_lr_hold))
             # batch: B random token grids, drawn on the device where the tokens live
             index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
                                   device=batch_rng.device)

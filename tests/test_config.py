@@ -53,6 +53,7 @@ def test_overrides_and_architecture_diff():
     (dict(train_gamma="exp"), "train_gamma='exp': expected a mask schedule, one of linear"),
     (dict(train_mask="brush"), "train_mask='brush': expected one of random, holes, mixed"),
     (dict(mvtm_lr_floor=1.5), r"mvtm_lr_floor=1.5: expected a number in \[0, 1\]"),
+    (dict(mvtm_lr_hold=1.0), r"mvtm_lr_hold=1.0: expected a number in \[0, 1\)"),
     (dict(gamma_type="Cosine"), "gamma_type='Cosine': expected a mask schedule"),
     (dict(total_iter=0), r"total_iter=0: expected an integer >= 1"),
     (dict(total_iter=8.0), r"total_iter=8.0: expected an integer >= 1"),

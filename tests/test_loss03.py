@@ -34,6 +34,7 @@ def test_the_profiles_own_run_is_mvtm_and_every_other_run_names_what_distinguish
     assert mvtm_name(cpu.replace(seed=2, label_smoothing=0.0)) == "mvtm-masked-seed2-steps1000-ls0"
     assert mvtm_name(with_budget(cpu, 80).replace(loss="full", seed=1)) == "mvtm-full-seed1-steps80-warmup8-floor0.1"
     assert mvtm_name(cpu.replace(mvtm_lr_floor=0.0)) == "mvtm-masked-seed0-steps1000-floor0"
+    assert mvtm_name(cpu.replace(mvtm_lr_floor=0.1, mvtm_lr_hold=0.8)) == "mvtm-masked-seed0-steps1000-floor0.1-hold0.8"
     assert mvtm_name(cpu, variant="bug") == "mvtm-masked-seed0-steps1000-bug"
     # runs that train differently never share a file
     grid = [cpu.replace(loss=loss, seed=seed, mvtm_steps=steps, label_smoothing=smoothing)

@@ -87,16 +87,28 @@ def test_lr_floor_is_where_the_cosine_ends(floor):
         assert lrs[4:] == pytest.approx([2.0] * 46)                       # flat after warmup
 
 
+def test_lr_hold_keeps_the_peak_then_fits_the_whole_cosine_into_the_rest():
+    # warmup 10, then 100 steps: 60 at the peak, a 40-step cosine from 1.0 down to 0.1
+    lrs = [lr_at(step, 1.0, warmup=10, total=110, floor=0.1, hold=0.6) for step in range(110)]
+    assert lrs[:10] == [lr_at(step, 1.0, warmup=10, total=110, floor=0.1) for step in range(10)]
+    assert lrs[9:70] == pytest.approx([1.0] * 61)                          # the plateau
+    assert lrs[70] == pytest.approx(1.0) and lrs[71] < 1.0                 # the cosine starts
+    assert all(a >= b for a, b in zip(lrs[70:], lrs[71:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=2e-3)                         # and still ends at the floor
+    assert lrs[90] == pytest.approx(0.55)                                  # halfway down at mid-decay
+    assert lr_at(50, 1.0, 10, 110, 0.1, hold=0.0) == lr_at(50, 1.0, 10, 110, 0.1)   # 0: no plateau
+
+
 def test_the_transformer_follows_the_configs_lr_floor(tmp_path, monkeypatch):
     seen = []
 
-    def recording(step, peak, warmup, total, floor=train_module.MIN_LR_RATIO):
-        seen.append(floor)
-        return lr_at(step, peak, warmup, total, floor)
+    def recording(step, peak, warmup, total, floor=train_module.MIN_LR_RATIO, hold=0.0):
+        seen.append((floor, hold))
+        return lr_at(step, peak, warmup, total, floor, hold)
     monkeypatch.setattr(train_module, "lr_at", recording)
-    cfg = CFG.replace(mvtm_steps=2, mvtm_lr_floor=0.0)
+    cfg = CFG.replace(mvtm_steps=2, mvtm_lr_floor=0.0, mvtm_lr_hold=0.5)
     train_mvtm(cfg, VQGAN(cfg), structured_tokens(), tmp_path, progress=False)
-    assert seen == [0.0, 0.0]
+    assert seen == [(0.0, 0.5), (0.0, 0.5)]
 
 
 def test_weight_decay_only_on_linear_and_conv_weights():
