@@ -7,7 +7,9 @@
     python benchmarks/bench_quality.py --score runs/cpu --catnet runs/cpu/catnet.safetensors
                                                                      # score finished models only
 
-Each variant is the profile's config with exactly one field changed (``baseline``: none);
+Each variant is the profile's config with one thing changed (``baseline``: nothing): one
+field, or two that make one change (``lr-plateau``: the hold and the floor it decays to;
+``batch-half-steps-x2``, ``budget-to-stage2``: the same compute spent another way);
 ``fill-smooth`` trains nothing: the baseline's model, decoded with the hole filled smoothly
 from its edges before it is encoded (``MaskGit.inpaint(fill="smooth")``) instead of grey.
 It trains stage 1 into ``<runs>/quality/<tag>/stage1-<hash>/`` (a variant whose stage-1
@@ -87,6 +89,11 @@ VARIANTS = {
     "mvtm-steps-x2": ("stage-2 steps x 2", lambda c: {"mvtm_steps": 2 * c.mvtm_steps}),
     "mvtm-steps-x1.6": ("stage-2 steps x 1.6 (with two layers: about the four-layer budget)",
                         lambda c: {"mvtm_steps": round(1.6 * c.mvtm_steps)}),
+    "batch-half-steps-x2": ("stage-2 batch / 2 and steps x 2: the same images seen, twice the updates",
+                            lambda c: {"mvtm_batch_size": max(1, c.mvtm_batch_size // 2),
+                                       "mvtm_steps": 2 * c.mvtm_steps}),
+    "budget-to-stage2": ("stage-1 steps / 2 and stage-2 steps x 1.4: the budget moved to the transformer",
+                         lambda c: {"vq_steps": max(1, c.vq_steps // 2), "mvtm_steps": round(1.4 * c.mvtm_steps)}),
     "mvtm-lr-half": ("stage-2 peak learning rate / 2", lambda c: {"mvtm_lr": c.mvtm_lr / 2}),
     "mvtm-lr-double": ("stage-2 peak learning rate x 2", lambda c: {"mvtm_lr": c.mvtm_lr * 2}),
     "lr-to-zero": ("stage-2 cosine to 0 (pitfall 8's aggressive decay)", lambda c: {"mvtm_lr_floor": 0.0}),
