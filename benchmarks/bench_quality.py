@@ -110,6 +110,8 @@ VARIANTS = {
     "label-smoothing-0.2": ("label smoothing 0.2", lambda c: {"label_smoothing": 0.2}),
     "data-half": ("training images / 2", lambda c: {"n_train": max(1, c.n_train // 2)}),
     "data-x2": ("training images x 2", lambda c: {"n_train": 2 * c.n_train}),
+    "seed-1": ("both stages again with seed + 1 (the noise of a row that retrains the tokenizer)",
+               lambda c: {"seed": c.seed + 1}),
     "mvtm-seed-1": ("stage 2 again with seed + 1, on the base's tokenizer (seed noise)",
                     lambda c: {"seed": c.seed + 1}),
 }
