@@ -387,8 +387,8 @@ def _mvtm_loop(run: TrainingRun, cfg: LabConfig, maskgit: MaskGit, tokens: torch
     maskgit.vqgan.eval()
     with run:
         while run.more():
-            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total, cfg.mvtm_lr_floor,
-                                         cfg.mvtm_lr_hold))
+            lr = run.set_lr(lr_at(run.step, cfg.mvtm_lr, cfg.warmup_steps, run.total,
+                                  cfg.mvtm_lr_floor, cfg.mvtm_lr_hold))
             # batch: B random token grids, drawn on the device where the tokens live
             index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
                                   device=batch_rng.device)
