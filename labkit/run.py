@@ -427,5 +427,4 @@ def write_summary(path: Path, cfg: LabConfig, step: int, total: int, history: li
 
 __all__ = ["TrainingRun", "TrainingInterrupted", "DataMismatchError", "RecipeMismatchError",
            "UnfinishedStageError", "RunFolderError", "data_provenance", "check_run_folder",
-           "finished_steps",
-           "refuse_unfinished", "wrap_ddp", "random_streams", "batch_generator"]
+           "finished_steps", "refuse_unfinished", "wrap_ddp", "random_streams", "batch_generator"]
