@@ -18,7 +18,7 @@ fields equal another's reuses that tokenizer and its token caches) and stage 2 i
 profile, plus ``-scale<s>`` when ``--scale`` shrinks the steps (warmup too) for a proxy.
 
 Scores, on the profile's test cats in their fixed holes, decoded with the config's
-settings (``labkit.evaluate.inpaint_and_score``, as in the pipeline's table):
+settings (``labkit.eval.scoring.inpaint_and_score``, as in the pipeline's table):
 
     hole_l1, hole_psnr   MaskGIT composite (the raw decode has the same pixels in the hole)
     l1_masked_input, l1_tokenizer_ceiling   the two ends of the gap
@@ -27,7 +27,7 @@ settings (``labkit.evaluate.inpaint_and_score``, as in the pipeline's table):
     token_accuracy       one transformer pass on the test tokens under the test holes
     val_accuracy         stage 2's last validation (random training masks)
     FD_catnet            composite and raw, and raw for every baseline row, against the
-                         real test images (CatNet of ``labkit.sweep.default_extractors``)
+                         real test images (CatNet of ``labkit.eval.sweep.default_extractors``)
     stage1_min, stage2_min   training minutes from the runs' own logs (elapsed_s)
     stage1_cpu_min, stage2_cpu_min   process CPU minutes, when trained by this call
 
@@ -52,12 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labkit import get_config                                        # noqa: E402
 from labkit.config import LabConfig                                  # noqa: E402
-from labkit.datasets import toy_cats                                 # noqa: E402
-from labkit.evaluate import ROWS, gap_closed, inpaint_and_score, mean_scores   # noqa: E402
-from labkit.fid import FeatureStats, frechet_distance                # noqa: E402
-from labkit.masks import pixel_to_token_mask                         # noqa: E402
-from labkit.train import extract_tokens, load_maskgit, train_mvtm, train_vqgan   # noqa: E402
-from labkit.utils import runs_root                                   # noqa: E402
+from labkit.data.datasets import toy_cats                                 # noqa: E402
+from labkit.eval.scoring import ROWS, gap_closed, inpaint_and_score, mean_scores   # noqa: E402
+from labkit.eval.fid import FeatureStats, frechet_distance                # noqa: E402
+from labkit.core.masks import pixel_to_token_mask                         # noqa: E402
+from labkit.lab.training import extract_tokens, load_maskgit, train_mvtm, train_vqgan   # noqa: E402
+from labkit.lab.utils import runs_root                                   # noqa: E402
 
 # Fields stage 1 never reads: variants that differ only in these share one tokenizer.
 STAGE2_FIELDS = ("dim", "num_layers", "num_heads", "mlp_dim", "dropout", "attn_drop", "mvtm_steps",
@@ -239,7 +239,7 @@ def run_study(profile: str = "cpu", names=None, scale: float = 1.0, runs=None, d
               device=None, out=None, catnet=None, progress: bool = False, base_overrides=None) -> list[dict]:
     """Train (or resume) and score every variant of ``names`` (default all); returns the rows.
     ``base_overrides`` ({field: value}) moves the base the variants start from (a second round)."""
-    from labkit.sweep import default_extractors
+    from labkit.eval.sweep import default_extractors
 
     base_overrides = base_overrides or {}
     base = get_config(profile, **base_overrides)
@@ -270,9 +270,9 @@ def run_study(profile: str = "cpu", names=None, scale: float = 1.0, runs=None, d
 
 def _extractors(cfg, runs, device, data, catnet, progress, default_extractors):
     if catnet is None:
-        from labkit.utils import run_dir
+        from labkit.lab.utils import run_dir
         return default_extractors(cfg, run_dir(cfg, runs), device, progress=progress, data=data)[0]
-    from labkit.catnet import catnet_extractor, load_catnet
+    from labkit.eval.catnet import catnet_extractor, load_catnet
     return [catnet_extractor(load_catnet(catnet, device=device), device)]
 
 
@@ -285,8 +285,8 @@ def main(argv=None) -> None:
                         help="move the base config before the one-field variants (repeatable), "
                              "e.g. --set train_mask=holes; runs go under quality/<profile>+KEY=VALUE")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the steps for a quick proxy")
-    parser.add_argument("--runs", help="runs root (default: labkit.utils.runs_root())")
-    parser.add_argument("--data", help="toy-cat cache (default: labkit.utils.data_root())")
+    parser.add_argument("--runs", help="runs root (default: labkit.lab.utils.runs_root())")
+    parser.add_argument("--data", help="toy-cat cache (default: labkit.lab.utils.data_root())")
     parser.add_argument("--device")
     parser.add_argument("--out", help="folder for results.json / results.csv")
     parser.add_argument("--catnet", help="a CatNet checkpoint to score with instead of the profile's")
@@ -299,7 +299,7 @@ def main(argv=None) -> None:
         return
     if args.score:
         cfg = get_config(args.profile)
-        from labkit.sweep import default_extractors
+        from labkit.eval.sweep import default_extractors
         extractors = _extractors(cfg, args.runs, args.device, args.data, args.catnet, False, default_extractors)
         result = {"variant": "scored", "override": args.score, **score(
             cfg, load_maskgit(args.score, cfg, args.device), toy_cats(cfg, "test", args.data, progress=False),
@@ -311,7 +311,7 @@ def main(argv=None) -> None:
         return
     if args.scale <= 0:
         parser.error(f"--scale {args.scale}: expected a number > 0")
-    from labkit.__main__ import parse_overrides
+    from labkit.lab.cli import parse_overrides
     results = run_study(args.profile, args.only, args.scale, args.runs, args.data, args.device,
                         args.out, args.catnet, base_overrides=parse_overrides(args.overrides))
     print(format_table(results))

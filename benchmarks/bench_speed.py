@@ -12,7 +12,7 @@ checkpoint is needed):
   (fused AdamW on CPU too), optional ``torch.compile``. Template
   (``template_reference.py``): the VQGAN encoder on every batch, one mask ratio per batch,
   hand-written fp32 attention, plain AdamW, no compile. The two alternate round by round,
-  so a load change on a shared machine hits both. Then ``labkit.train.train_mvtm`` itself
+  so a load change on a shared machine hits both. Then ``labkit.lab.training.train_mvtm`` itself
   (the same compile choice), whose loop also keeps the learning-rate schedule, the
   loss and accuracy log (read back at log steps only) and the interrupt guard.
 - decoding at T = 8, images/s, decode to pixels included. labkit: ``MaskGit.inpaint`` on a
@@ -53,9 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # labkit, with
 sys.path.insert(0, str(Path(__file__).resolve().parent))          # template_reference
 
 from labkit import VQGAN, BidirectionalTransformer, LabConfig, MaskGit, get_config  # noqa: E402
-from labkit.masks import make_masks, pixel_to_token_mask  # noqa: E402
-from labkit.train import train_mvtm  # noqa: E402
-from labkit.utils import autocast, get_device  # noqa: E402
+from labkit.data.holes import make_masks
+from labkit.core.masks import pixel_to_token_mask  # noqa: E402
+from labkit.lab.training import train_mvtm  # noqa: E402
+from labkit.lab.utils import autocast, get_device  # noqa: E402
 from template_reference import TemplateMaskGit, template_optimizer, template_train_step  # noqa: E402
 
 COURSE_TEST_SET = 747
@@ -276,7 +277,7 @@ class Bench:
         return {name: (statistics.median(rates[name]), peaks[name], rates[name]) for name in paths}
 
     def shipped_loop(self, steps: int, rounds: int) -> list[float]:
-        """images/s of ``labkit.train.train_mvtm`` itself (fresh weights, same sizes), one
+        """images/s of ``labkit.lab.training.train_mvtm`` itself (fresh weights, same sizes), one
         value per block of ``steps`` steps after a first block of warmup. Timed from the
         loop's own history (``elapsed_s`` at every log step), so the checkpoint it writes at
         the end is not counted."""
@@ -377,7 +378,7 @@ def build_table(args, cfg: LabConfig, device: torch.device, results: dict) -> st
         f"after {args.warmup} warmup steps; median round. labkit: cached tokens, fused attention, "
         f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
         f"{'fused ' if results['bench'].fused_adamw else ''}AdamW, "
-        f"{results['bench'].compile_note}. `train_mvtm`: labkit.train's loop "
+        f"{results['bench'].compile_note}. `train_mvtm`: labkit.lab.training's loop "
         "itself (same compile choice), with its schedule, logging and checkpoint guard. Template: encoder on every batch, one mask ratio "
         "per batch, hand-written fp32 attention, plain AdamW",
         f"- decoding: T = {TOTAL_ITER}, cosine, argmax with Gumbel choice noise, every iteration "

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from labkit import default_extractors, extract_tokens, get_config, toy_cats, train_mvtm, train_vqgan
-from labkit.sweep import sweep
-from labkit.utils import fingerprint
+from labkit.eval.sweep import SweepPlan, sweep
+from labkit.lab.run import RunOptions
+from labkit.lab.utils import fingerprint
 
 
 def digest(values) -> str:
@@ -35,7 +36,7 @@ def main() -> int:
         cfg = get_config("smoke")
         splits = {split: toy_cats(cfg, split, root / "data", progress=False)
                   for split in ("train", "val", "test")}
-        vqgan, history = train_vqgan(cfg, splits["train"], root / "runs", progress=False)
+        vqgan, history = train_vqgan(cfg, splits["train"], root / "runs", RunOptions(progress=False))
         print("stage 1 weights", fingerprint(vqgan), "final loss", f"{history[-1]['loss']:.6f}")
         tokens = extract_tokens(vqgan, splits["train"], cfg)
         val_tokens = extract_tokens(vqgan, splits["val"], cfg)
@@ -44,7 +45,7 @@ def main() -> int:
         for train_mask in ("random", "holes", "mixed"):
             run_cfg = cfg.replace(train_mask=train_mask)
             maskgit, history = train_mvtm(run_cfg, vqgan, tokens, root / f"runs-{train_mask}",
-                                          progress=False, val_tokens=val_tokens)
+                                          RunOptions(progress=False), val_tokens=val_tokens)
             models[train_mask] = maskgit
             print(f"stage 2 ({train_mask}) weights", fingerprint(maskgit.transformer),
                   "history", digest([sorted((k, v) for k, v in e.items() if k != "elapsed_s")
@@ -55,13 +56,12 @@ def main() -> int:
         for sample in (False, True):
             for gamma in ("linear", "cosine", "square"):
                 generator = torch.Generator().manual_seed(7)
-                result = maskgit.inpaint(images, masks, gamma=gamma, sample=sample, generator=generator)
+                result = maskgit.inpaint(images, masks, maskgit.decode_settings(gamma, sample=sample), generator)
                 print(f"decode {gamma} sample={sample}", fingerprint(result.trace.predictions),
                       "masks", fingerprint(result.trace.still_masked), "pixels", fingerprint(result.images))
         extractors, catnet = default_extractors(cfg, root / "runs", progress=False, data=root / "data")
-        result = sweep(maskgit, images, masks, schedules=("linear", "cosine"), total_iters=(2, 4),
-                       extractors=extractors, catnet=catnet, floor_images=splits["val"].tensors(range(16)),
-                       progress=False)
+        result = sweep(maskgit, images, masks, SweepPlan(schedules=("linear", "cosine"), total_iters=(2, 4)),
+                       extractors, catnet, splits["val"].tensors(range(16)), progress=False)
         for row in result.rows:
             keys = ("method", "schedule", "T", "t", "composite", "metric")
             print("sweep", *(row[k] for k in keys), f"{row['value']:.10g}", row["n"])

@@ -1,81 +1,52 @@
-"""labkit: the code behind the MaskGIT inpainting lab.
+"""labkit: the code behind the MaskGIT inpainting lab, one folder per role.
 
-One module per concept of the lab:
+    core/      the lesson: attention, transformer, VQGAN, schedules, masks, MaskGit, the
+               training steps and loops, the Fréchet distance (imports only itself and config)
+    data/      toy cats, datasets and the course's layout, the holes (brush strokes...)
+    lab/       runs and checkpoints, several GPUs, device and seeds, progress bars, the command
+               line, notebook parameters and setup, the notebook runner, the pipeline, input checks
+    eval/      Inception / FID, CatNet, metrics, inpaint-and-score, the sweep, verdicts
+    teaching/  exercises, the grader, the student edition, pitfalls, the loss comparison,
+               plots, the decoding explorer
+    config.py  one config type and the profiles smoke / cpu / gpu
 
-    config       one config type and the profiles smoke / cpu / gpu
-    toycats      the procedural toy cat faces (the built-in dataset)
-    masks        brush-stroke masks and the pixel -> token mask
-    datasets     cached splits, the course's dataset layout, any image folder
-    vqgan        stage 1: the tokenizer
-    attention    multi-head self-attention, by hand and fused
-    transformer  stage 2: the bidirectional transformer
-    schedules    the mask schedules gamma (a leaf module: one registry of names and formulas)
-    maskgit      MVTM training forward and iterative decoding (the course's MaskGit)
-    train        the training loops of both stages, read top to bottom
-    run          what every training loop shares: resume, checkpoints, Ctrl-C, NaN watch, progress
-    evaluate     inpaint and score: the one routine behind the pipeline's table, the sweep and 03
-    checkpoint   the one checkpoint format (safetensors, atomic writes)
-    metrics      masked-region L1 / PSNR, masked-token accuracy
-    fid          FID (pytorch-fid's Inception, real weights only) and the Fréchet distance
-    catnet       the toy cats' attribute CNN and its honest offline distance, FD_catnet
-    sweep        schedules x T x t inpainting sweeps with baselines and per-image scores
-    verdicts     noise estimates and verdicts (agrees / contradicts / within noise) from the numbers
-    compare      notebook 03's loss comparison: short equal budgets, a buggy loss as a hypothesis
-    pitfalls     the course's known student bugs as one-line subclasses (notebook 06)
-    plots        figures for the notebooks; explorer: the ipywidgets decoding explorer
-    notebook     the notebooks' one-line setup; progress: bars that end as one line of text
-    pipeline     the main job (`python -m labkit pipeline`); notebook_runner: the series
-    distributed  training on several GPUs under torchrun (DistributedDataParallel)
-    params       checks of the notebooks' parameters (papermill -p)
-    utils        the device and seed helpers, where runs live, atomic writes
-    command      how the command lines report a mistake (one message, exit codes, Ctrl-C)
-    exercises    the student edition's exercises (course TODO ids); student: the student copy;
-                 grade: the grader that names a student's likely bug
-
-``import labkit`` is quick and imports no lesson module: each name below is imported the
-first time it is used (``labkit.MaskGit``, ``from labkit import get_config``). So
-``python -m labkit.fid`` does not import ``labkit.fid`` twice.
+The names below are the ones a notebook or a script needs most; everything else is imported
+from its module (``from labkit.eval.sweep import SweepResult``).
 """
 
-from __future__ import annotations
-
-import importlib
-
-# name -> the module that defines it
-_EXPORTS = {
-    "attention": ["MultiHeadAttention"],
-    "checkpoint": ["CheckpointError", "load_checkpoint", "save_checkpoint"],
-    "config": ["LabConfig", "get_config"],
-    "maskgit": ["SCHEDULES", "DecodeTrace", "InpaintResult", "MaskGit", "gamma_func", "mvtm_loss"],
-    "datasets": ["DataError", "ImageSet", "load_course_dataset", "load_dataset",
-                 "load_image_folder", "toy_cats"],
-    "fid": ["Extractor", "FeatureStats", "InceptionWeightsMissing", "InceptionWeightsError",
-            "SmallSampleWarning", "frechet_distance", "inception_extractor"],
-    "catnet": ["CatNet", "attribute_agreement", "catnet_extractor", "load_catnet",
-               "load_or_train_catnet", "train_catnet"],
-    "sweep": ["SweepResult", "default_extractors", "sweep"],
-    "metrics": ["masked_l1", "masked_psnr", "masked_token_accuracy"],
-    "train": ["extract_tokens", "load_maskgit", "load_vqgan", "train_mvtm", "train_vqgan"],
-    "masks": ["brush_mask", "make_masks", "pixel_to_token_mask"],
-    "toycats": ["ATTRIBUTES", "mirror_labels", "render_cat", "render_cats"],
-    "transformer": ["BidirectionalTransformer"],
-    "utils": ["get_device", "seed_everything", "run_dir", "runs_root", "data_root"],
-    "vqgan": ["VQGAN", "codebook_usage"],
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+from .config import LabConfig, get_config
+from .core.attention import MultiHeadAttention
+from .core.maskgit import DecodeSettings, DecodeTrace, InpaintResult, MaskGit, mvtm_loss
+from .core.masks import pixel_to_token_mask
+from .core.schedules import SCHEDULES, gamma_func
+from .core.transformer import BidirectionalTransformer
+from .core.vqgan import VQGAN, codebook_usage
+from .data.datasets import (DataError, ImageSet, load_course_dataset, load_dataset, load_image_folder,
+                            toy_cats)
+from .data.holes import brush_mask, make_masks
+from .data.toycats import ATTRIBUTES, mirror_labels, render_cat, render_cats
+from .eval.catnet import (CatNet, attribute_agreement, catnet_extractor, load_catnet,
+                          load_or_train_catnet, train_catnet)
+from .eval.fid import (Extractor, FeatureStats, InceptionWeightsError, InceptionWeightsMissing,
+                       SmallSampleWarning, frechet_distance, inception_extractor)
+from .eval.metrics import masked_l1, masked_psnr, masked_token_accuracy
+from .eval.sweep import SweepResult, default_extractors, sweep
+from .lab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .lab.training import extract_tokens, load_maskgit, load_vqgan, train_mvtm, train_vqgan
+from .lab.utils import data_root, get_device, run_dir, runs_root, seed_everything
+from .teaching.grade import grade
 
 __version__ = "0.1.0"
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    """Import the module that defines ``name`` on first use (PEP 562)."""
-    if name in _MODULE_OF:
-        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
-        globals()[name] = value               # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "ATTRIBUTES", "BidirectionalTransformer", "CatNet", "CheckpointError", "DataError",
+    "DecodeSettings", "DecodeTrace", "Extractor", "FeatureStats", "ImageSet", "InceptionWeightsError",
+    "InceptionWeightsMissing", "InpaintResult", "LabConfig", "MaskGit", "MultiHeadAttention",
+    "SCHEDULES", "SmallSampleWarning", "SweepResult", "VQGAN", "attribute_agreement", "brush_mask",
+    "catnet_extractor", "codebook_usage", "data_root", "default_extractors", "extract_tokens",
+    "frechet_distance", "gamma_func", "get_config", "get_device", "grade", "inception_extractor",
+    "load_catnet", "load_checkpoint", "load_course_dataset", "load_dataset", "load_image_folder",
+    "load_maskgit", "load_or_train_catnet", "load_vqgan", "make_masks", "masked_l1", "masked_psnr",
+    "masked_token_accuracy", "mirror_labels", "mvtm_loss", "pixel_to_token_mask", "render_cat",
+    "render_cats", "run_dir", "runs_root", "save_checkpoint", "seed_everything", "sweep",
+    "toy_cats", "train_catnet", "train_mvtm", "train_vqgan",
+]

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-from .schedules import SCHEDULES
+from .core.schedules import SCHEDULES
 
 PROFILES = ("smoke", "cpu", "gpu")
 TRAIN_MASKS = ("random", "holes", "mixed")   # what MaskGit.random_token_mask hides in training
@@ -41,7 +41,7 @@ ARCH_FIELDS = {
 
 # Fields that shape how a stage trains. Resuming (or reusing the finished checkpoint of) a run
 # whose config disagrees on one of these would hand back a model the config did not ask for,
-# so labkit.run refuses it. The tokenizer leaves out the seed: one run folder's tokenizer
+# so labkit.lab.run refuses it. The tokenizer leaves out the seed: one run folder's tokenizer
 # serves every stage-2 seed (notebook 02's ``seed``); stage 2's checkpoint names carry it.
 RECIPE_FIELDS = {
     "vqgan": ("vq_steps", "vq_batch_size", "vq_lr", "warmup_steps", "beta", "codebook_decay",
@@ -57,7 +57,7 @@ class LabConfig:
     profile: str = "cpu"
     seed: int = 0
 
-    # --- data: procedural toy cats (labkit.toycats) and brush masks (labkit.masks) ---
+    # --- data: procedural toy cats (labkit.data.toycats) and brush masks (labkit.core.masks) ---
     image_size: int = 64
     n_train: int = 8000
     n_val: int = 500
@@ -65,7 +65,7 @@ class LabConfig:
     data_seed: int = 0
     data_workers: int = 2
 
-    # --- stage 1: VQGAN tokenizer (labkit.vqgan) ---
+    # --- stage 1: VQGAN tokenizer (labkit.core.vqgan) ---
     # Encoder channels per resolution; each step after the first halves the resolution,
     # so the token grid is image_size / 2**(len(vq_channels) - 1).
     vq_channels: tuple[int, ...] = (16, 32, 64)
@@ -79,7 +79,7 @@ class LabConfig:
     vq_batch_size: int = 32
     vq_lr: float = 2e-3
 
-    # --- stage 2: bidirectional transformer (labkit.transformer) trained with MVTM ---
+    # --- stage 2: bidirectional transformer (labkit.core.transformer) trained with MVTM ---
     dim: int = 128
     num_layers: int = 4
     num_heads: int = 8
@@ -102,13 +102,13 @@ class LabConfig:
     mvtm_lr_hold: float = 0.0      # share of the steps after the warmup held at the peak before
                                    # the cosine starts (warmup, plateau, decay; 0: no plateau)
 
-    # --- iterative decoding (labkit.maskgit) ---
+    # --- iterative decoding (labkit.core.maskgit) ---
     gamma_type: str = "cosine"
     total_iter: int = 8            # T, the iterations of the schedule
     choice_temperature: float = 4.5  # Gumbel noise on the confidences, annealed to 0 at t = T
     sweet_spot: int | None = None  # stop after t* iterations of the T (None: t* = T)
 
-    # --- scoring (labkit.catnet / labkit.fid) ---
+    # --- scoring (labkit.eval.catnet / labkit.eval.fid) ---
     catnet_channels: tuple[int, ...] = (16, 32, 64)
     catnet_steps: int = 1500
     catnet_batch_size: int = 64
@@ -185,8 +185,8 @@ class LabConfig:
 
 
 # ----------------------------------------------------------------------------- validation
-# Every value is checked here, once: the config, decoding arguments (labkit.maskgit) and the
-# notebooks' parameters (labkit.params) all ask these rules.
+# Every value is checked here, once: the config, decoding arguments (labkit.core.maskgit) and the
+# notebooks' parameters (labkit.lab.params) all ask these rules.
 
 def _integer(value, least: int) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= least

@@ -9,10 +9,10 @@ in test_train.py.)
 import pytest
 import torch
 
-import labkit.train as train_module
+import labkit.lab.training as train_module
 from labkit import get_config
-from labkit.train import train_mvtm, train_vqgan
-from labkit.vqgan import VQGAN
+from labkit.lab.training import train_mvtm, train_vqgan
+from labkit.core.vqgan import VQGAN
 
 CFG = get_config("smoke", vq_steps=15)
 

@@ -202,7 +202,7 @@ def _check_clean_output(page, name: str) -> str:
     # (tqdm's widget bars write figure spaces, U+2007, for spaces)
     text = "\n".join(notebook.locator(".jp-OutputArea").all_inner_texts()).replace("\u2007", " ")
     assert "Error displaying widget" not in text, f"{name}: a widget failed to display"
-    # Every progress bar finished: labkit.progress bars end as a line of text; a widget bar
+    # Every progress bar finished: labkit.lab.progress bars end as a line of text; a widget bar
     # still on the page (a module that draws its own) must at least stand at 100 %.
     widths = notebook.locator(".widget-hprogress .progress-bar").evaluate_all(
         "bars => bars.map(bar => bar.style.width)")

@@ -17,14 +17,14 @@ import torch
 import torchvision.transforms.functional as TF
 
 from labkit import get_config
-import labkit.catnet as catnet_module
-from labkit.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, catnet_extractor,
+import labkit.eval.catnet as catnet_module
+from labkit.eval.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, catnet_extractor,
                            degrade, load_catnet, load_or_train_catnet, train_catnet)
-from labkit.checkpoint import CheckpointError
-from labkit.fid import frechet_distance
-from labkit.run import TrainingInterrupted, UnfinishedStageError
-from labkit.train import lr_at
-from labkit.toycats import ATTRIBUTES, draw_cat, mirror_attributes, render_cats, sample_attributes
+from labkit.lab.checkpoint import CheckpointError
+from labkit.eval.fid import frechet_distance
+from labkit.lab.run import TrainingInterrupted, UnfinishedStageError
+from labkit.lab.training import lr_at
+from labkit.data.toycats import ATTRIBUTES, draw_cat, mirror_attributes, render_cats, sample_attributes
 
 SIZE = 32
 CFG = get_config("smoke", catnet_channels=(16, 32, 32), catnet_batch_size=32)

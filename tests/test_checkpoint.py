@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import labkit.checkpoint as checkpoint_module
+import labkit.lab.checkpoint as checkpoint_module
 from labkit import CheckpointError, get_config, load_checkpoint, save_checkpoint
-from labkit.transformer import BidirectionalTransformer
+from labkit.core.transformer import BidirectionalTransformer
 
 CFG = get_config("smoke")
 

@@ -1,7 +1,7 @@
 """The command lines as a user meets them: a mistake gets one message, never a traceback,
 and loses nothing.
 
-Each bad input runs ``python -m labkit ...`` (or ``labkit.fid``, ``labkit.notebook_runner``)
+Each bad input runs ``python -m labkit ...`` (or ``labkit.eval.fid``, ``labkit.lab.notebook_runner``)
 in a subprocess on the smoke profile, and checks the exit status, that no traceback is
 printed, that the message names the offending file or value, and that the good tokenizer
 checkpoint trained once for the module still loads, unchanged, afterwards.
@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from labkit import get_config, load_checkpoint
-from labkit.__main__ import parse_overrides
-from labkit.command import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, run_command
-from labkit.utils import get_device
+from labkit.lab.cli import parse_overrides
+from labkit.lab.command import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, run_command
+from labkit.lab.utils import get_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = get_config("smoke")
@@ -164,7 +164,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(trained, unchanged, tmp_path):
     assert 0 < saved.step < 100000
 
 
-# ----------------------------------------------------------------------------- labkit.fid
+# ----------------------------------------------------------------------------- labkit.eval.fid
 
 @pytest.fixture(scope="module")
 def fid_folders(tmp_path_factory):
@@ -174,31 +174,30 @@ def fid_folders(tmp_path_factory):
 
 def test_fid_with_a_folder_as_weights(fid_folders, unchanged, tmp_path):
     pred, gt, _ = fid_folders
-    result = labkit(pred, gt, "--weights", tmp_path, "--device", "cpu", module="labkit.fid")
+    result = labkit("fid", pred, gt, "--weights", tmp_path, "--device", "cpu")
     assert_clean_failure(result, tmp_path, "is a folder")
-    assert "RuntimeWarning" not in result.stderr               # runpy: labkit.fid imported once
+    assert "RuntimeWarning" not in result.stderr               # runpy: labkit.eval.fid imported once
 
 
 def test_fid_with_a_corrupt_weights_file(fid_folders, unchanged, tmp_path):
     pred, gt, _ = fid_folders
     weights = tmp_path / "pt_inception.pth"
     weights.write_bytes(os.urandom(2048))
-    result = labkit(pred, gt, "--weights", weights, "--device", "cpu", module="labkit.fid")
+    result = labkit("fid", pred, gt, "--weights", weights, "--device", "cpu")
     assert_clean_failure(result, weights, "not a readable PyTorch weights file")
     assert "weights_only" not in result.stderr
 
 
 def test_fid_with_one_image_fails_before_loading_anything(fid_folders, unchanged, tmp_path):
     pred, _, one = fid_folders
-    result = labkit(pred, one, "--weights", tmp_path / "missing.pth", module="labkit.fid")
+    result = labkit("fid", pred, one, "--weights", tmp_path / "missing.pth")
     assert_clean_failure(result, one, "holds 1 ground-truth image")
 
 
 # ----------------------------------------------------------------------------- notebook_runner
 
 def test_notebook_runner_with_a_misspelt_parameter(unchanged, tmp_path):
-    result = labkit("--only", "04_inpaint", "-p", "gama", "linear", "--runs-root", tmp_path,
-                    module="labkit.notebook_runner")
+    result = labkit("notebooks", "--only", "04_inpaint", "-p", "gama", "linear", "--runs-root", tmp_path)
     assert_clean_failure(result, "gama", "04_inpaint: ", "gamma")
     assert not (tmp_path / "smoke").exists()                     # stopped before any kernel
 
@@ -250,7 +249,7 @@ def test_an_unexpected_error_gets_one_line_and_the_debug_hint(monkeypatch, capsy
 
 def test_training_interrupted_prints_its_own_message(monkeypatch, capsys):
     monkeypatch.delenv("LABKIT_DEBUG", raising=False)
-    class TrainingInterrupted(KeyboardInterrupt):          # the shape of labkit.run's exception
+    class TrainingInterrupted(KeyboardInterrupt):          # the shape of labkit.lab.run's exception
         step, total, path = 40, 1200, "runs/cpu/vqgan.safetensors"
 
     def stopped(argv):
@@ -268,7 +267,7 @@ def test_training_interrupted_prints_its_own_message(monkeypatch, capsys):
 
 
 def test_the_default_runs_root_does_not_depend_on_the_current_folder(tmp_path, monkeypatch):
-    from labkit.utils import runs_root
+    from labkit.lab.utils import runs_root
     monkeypatch.delenv("LABKIT_RUNS", raising=False)
     here = runs_root()
     monkeypatch.chdir(tmp_path)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from labkit import MaskGit, get_config
-from labkit.checkpoint import load_checkpoint
-from labkit.train import train_mvtm
-from labkit.utils import autocast
-from labkit.vqgan import VQGAN
+from labkit.lab.checkpoint import load_checkpoint
+from labkit.lab.training import train_mvtm
+from labkit.lab.utils import autocast
+from labkit.core.vqgan import VQGAN
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,11 +1,12 @@
-"""The toy cats (labkit.toycats) and the brush masks (labkit.masks)."""
+"""The toy cats (labkit.data.toycats) and the brush masks (labkit.core.masks)."""
 
 import numpy as np
 import pytest
 import torch
 
-from labkit.masks import brush_mask, make_masks, pixel_to_token_mask
-from labkit.toycats import (ATTRIBUTES, draw_cat, mirror_attributes, mirror_labels, render_cat,
+from labkit.data.holes import brush_mask, make_masks
+from labkit.core.masks import pixel_to_token_mask
+from labkit.data.toycats import (ATTRIBUTES, draw_cat, mirror_attributes, mirror_labels, render_cat,
                             render_cats, sample_attributes)
 
 SIZE = 32   # the smoke profile's image size

@@ -17,7 +17,7 @@ import torch
 from scipy import stats
 
 from labkit import MaskGit, get_config
-from labkit.plots import TOKEN_STATE_COLOURS, TOKEN_STATES, plot_mask_traces
+from labkit.teaching.plots import TOKEN_STATE_COLOURS, TOKEN_STATES, plot_mask_traces
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 FLOAT = r"[-+]?\d+(?:\.\d+)?"

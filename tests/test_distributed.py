@@ -13,10 +13,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 import labkit
-from labkit import distributed, get_config
-from labkit.checkpoint import load_checkpoint
-from labkit.train import train_mvtm, train_vqgan
-from labkit.vqgan import VQGAN
+from labkit import get_config
+from labkit.lab import distributed
+from labkit.lab.checkpoint import load_checkpoint
+from labkit.lab.training import train_mvtm, train_vqgan
+from labkit.core.vqgan import VQGAN
 
 # Global batches of 16: each of the two ranks computes 8 examples.
 CFG = get_config("smoke", vq_steps=6, mvtm_steps=8, log_every=2, ckpt_every=100)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from labkit import MaskGit, get_config, mvtm_loss
-from labkit.masks import make_masks
+from labkit.data.holes import make_masks
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))

@@ -1,4 +1,4 @@
-"""Fréchet distance, FID's Inception path and the offline behaviour of labkit.fid.
+"""Fréchet distance, FID's Inception path and the offline behaviour of labkit.eval.fid.
 
 No test here has the real Inception weights. The loading path is exercised on a file of
 the right architecture with random weights, saved where pytorch-fid looks for its cache;
@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from labkit import fid
+from labkit.eval import fid
 
 
 def _no_network(monkeypatch):
     """Make any attempt to download fail loudly instead of hanging or succeeding."""
     def refuse(*args, **kwargs):
-        raise AssertionError("labkit.fid tried to use the network")
+        raise AssertionError("labkit.eval.fid tried to use the network")
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)

@@ -1,9 +1,10 @@
-"""Every labkit module imports on its own, and the package has no import cycle.
+"""The package's architecture, checked: no import cycle, and the lesson (``labkit/core/``) imports
+nothing of labkit but itself and the config, and nothing outside torch, NumPy and the standard
+library. Every module imports on its own.
 
 A cycle (config -> maskgit -> transformer -> config, say) works only as long as the modules
 happen to be imported in a lucky order; lazy imports inside functions hide it. So the test
-reads every module's imports, at the top and inside functions, and checks that the graph of
-labkit modules importing each other has no cycle.
+reads every module's imports, at the top and inside functions.
 """
 
 import ast
@@ -14,27 +15,48 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "labkit"
-MODULES = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
 
 
-def labkit_imports(module: str) -> set[str]:
-    """The labkit modules that ``labkit/<module>.py`` imports anywhere in its code."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    found = set()
+def module_name(path: Path) -> str:
+    """labkit/core/maskgit.py -> "core.maskgit"; labkit/core/__init__.py -> "core"."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+
+
+FILES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+MODULES = sorted(name for name in FILES if name not in ("__init__", "__main__"))   # __main__ runs the CLI
+
+
+def resolve(module: str, node: ast.ImportFrom) -> str:
+    """The absolute labkit module (without "labkit.") a relative import refers to."""
+    package = module.split(".") if FILES[module].name == "__init__.py" else module.split(".")[:-1]
+    base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports(module: str) -> tuple[set[str], set[str]]:
+    """(labkit modules, other top-level packages) that ``module`` imports anywhere in its code."""
+    tree = ast.parse(FILES[module].read_text())
+    found, outside = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:                 # from .x import y
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:                               # from . import x, y
-                found.update(alias.name for alias in node.names)
-            elif node.level == 0 and (node.module or "").startswith("labkit."):
-                found.add(node.module.split(".")[1])
-            elif node.module == "labkit":
-                found.update(alias.name for alias in node.names if alias.name in MODULES)
+            if node.level:
+                target = resolve(module, node)
+            elif (node.module or "").split(".")[0] == "labkit":
+                target = node.module[len("labkit."):] if node.module != "labkit" else "__init__"
+            else:
+                outside.add(node.module.split(".")[0])
+                continue
+            # "from . import distributed" names modules; "from .x import y" names one module
+            named = {f"{target}.{alias.name}".lstrip(".") for alias in node.names}
+            found |= (named & set(FILES)) or {target or "__init__"}
         elif isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[1] for alias in node.names
-                         if alias.name.startswith("labkit."))
-    return found & set(MODULES)
+            for alias in node.names:
+                if alias.name.split(".")[0] == "labkit":
+                    found.add(alias.name[len("labkit."):] or "__init__")
+                else:
+                    outside.add(alias.name.split(".")[0])
+    return found & set(FILES), outside
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -45,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     def visit(node):
         state[node] = "open"
         path.append(node)
-        for child in sorted(graph[node]):
+        for child in sorted(graph.get(node, ())):
             if state.get(child) == "open":
                 return path[path.index(child):] + [child]
             if child not in state and (cycle := visit(child)):
@@ -65,16 +87,39 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_the_import_reader_resolves_relative_imports():
+    assert imports("core.maskgit")[0] >= {"config", "core.schedules", "core.transformer"}
+    assert "lab.distributed" in imports("lab.training")[0]          # from . import distributed
+
+
 def test_labkit_has_no_import_cycle_counting_lazy_imports():
-    graph = {module: labkit_imports(module) for module in MODULES}
-    assert graph["maskgit"] >= {"config", "schedules"}           # the reader sees real imports
+    graph = {module: imports(module)[0] - {module} for module in FILES}
+    graph["__init__"] = set()     # the package exports names; the modules never import it back
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+CORE = [module for module in MODULES if module.split(".")[0] == "core"]
+STANDARD = set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_lesson_imports_only_the_lesson_and_the_config(module):
+    inside, outside = imports(module)
+    assert inside <= set(CORE) | {"config", "core"}, (
+        f"labkit/{module.replace('.', '/')}.py imports {sorted(inside - set(CORE) - {'config'})}: "
+        "the core reaches plumbing, data and evaluation only as calls made from outside it")
+    assert outside <= STANDARD | {"torch", "numpy", "__future__"}, sorted(outside - STANDARD)
+
+
+def test_the_lesson_is_the_size_of_mingpt():
+    lines = sum(len(FILES[module].read_text().splitlines()) for module in CORE)
+    assert lines <= 1300, f"labkit/core/ holds {lines} lines: the lesson should stay readable in a sitting"
+
+
 def test_schedules_is_a_leaf_and_config_does_not_need_the_models():
-    assert labkit_imports("schedules") == set()
-    assert labkit_imports("config") == {"schedules"}
+    assert imports("core.schedules")[0] == set()
+    assert imports("config")[0] == {"core.schedules"}
 
 
 @pytest.mark.parametrize("module", MODULES)

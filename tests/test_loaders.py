@@ -1,4 +1,4 @@
-"""Dataset loaders (labkit.datasets): the toy-cat cache, image folders, the course layout,
+"""Dataset loaders (labkit.data.datasets): the toy-cat cache, image folders, the course layout,
 and the errors each kind of bad input gives."""
 
 import csv
@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-import labkit.datasets as datasets
+import labkit.data.datasets as datasets
 from labkit.config import get_config
-from labkit.datasets import (DataError, ImageSet, load_course_dataset, load_dataset,
+from labkit.data.datasets import (DataError, ImageSet, load_course_dataset, load_dataset,
                              load_image_folder, read_gt_csv, toy_cats)
 
 SMOKE = get_config("smoke", n_train=12, n_val=4, n_test=5)

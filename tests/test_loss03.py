@@ -1,5 +1,5 @@
 """Notebooks 02 and 03: one checkpoint name per run, a seed that drives training, and the
-measurements of labkit.compare (short budgets, scores after every iteration, the injected bug)."""
+measurements of labkit.teaching.compare (short budgets, scores after every iteration, the injected bug)."""
 
 import itertools
 import json
@@ -13,13 +13,13 @@ import torch
 from safetensors.torch import load_file
 
 from labkit import MaskGit, get_config, mvtm_loss
-from labkit.compare import (LossOnVisibleTokens, score_inpainting, spread_over_iterations,
+from labkit.teaching.compare import (LossOnVisibleTokens, score_inpainting, spread_over_iterations,
                             with_budget)
-from labkit.evaluate import pixel_scores
-from labkit.fid import Extractor, frechet_distance
-from labkit.pipeline import prepare_data, stage_mvtm, stage_tokenizer
-from labkit.train import mvtm_name, train_mvtm
-from labkit.vqgan import VQGAN
+from labkit.eval.scoring import pixel_scores
+from labkit.eval.fid import Extractor, frechet_distance
+from labkit.lab.pipeline import prepare_data, stage_mvtm, stage_tokenizer
+from labkit.lab.training import mvtm_name, train_mvtm
+from labkit.core.vqgan import VQGAN
 
 CFG = get_config("smoke")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

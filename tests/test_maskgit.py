@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import labkit.maskgit as maskgit_module
+import labkit.core.maskgit as maskgit_module
 from labkit import SCHEDULES, MaskGit, gamma_func, get_config, mvtm_loss
-from labkit.datasets import split_seed
-from labkit.masks import make_masks, pixel_to_token_mask, smooth_fill
-from labkit.schedules import FORMULAS
+from labkit.data.datasets import split_seed
+from labkit.data.holes import make_masks
+from labkit.core.masks import pixel_to_token_mask, smooth_fill
+from labkit.core.schedules import FORMULAS
 
 CFG = get_config("smoke")
 
@@ -411,7 +412,7 @@ def test_bad_images_and_masks(model, images, masks, match):
 
 
 def test_the_decoding_figure_draws_the_schedule_the_result_was_decoded_with(model):
-    from labkit.plots import plot_decoding_step
+    from labkit.teaching.plots import plot_decoding_step
 
     size = CFG.image_size
     masks = torch.zeros(2, size, size, dtype=torch.bool)

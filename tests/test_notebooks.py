@@ -17,13 +17,14 @@ import papermill
 import pytest
 import torch
 
-from labkit import MaskGit, get_config, progress
-from labkit.explorer import DecodingExplorer
-from labkit.notebook import SMOKE_WARNING, setup
-from labkit.notebook_runner import run_series
-from labkit.params import ParameterError
-from labkit.plots import TOKEN_STATES, decoding_states
-from labkit.utils import data_root
+from labkit import MaskGit, get_config
+from labkit.lab import progress
+from labkit.teaching.explorer import DecodingExplorer
+from labkit.lab.notebook import SMOKE_WARNING, setup
+from labkit.lab.notebook_runner import run_series
+from labkit.lab.params import ParameterError
+from labkit.teaching.plots import TOKEN_STATES, decoding_states
+from labkit.lab.utils import data_root
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -240,7 +241,7 @@ def test_progress_mode_names_the_choices(monkeypatch):
 
 
 BARS_CELL = """\
-from labkit.progress import tqdm
+from labkit.lab.progress import tqdm
 for _ in tqdm(range(5), desc="encoding"):
     pass
 with tqdm(total=3, desc="stage 2 (mvtm)") as bar:

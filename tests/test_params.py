@@ -5,8 +5,8 @@ import papermill
 import pytest
 
 from labkit import get_config
-from labkit.notebook_runner import NOTEBOOKS_DIR, SERIES, run_series
-from labkit.params import RULES, ParameterError, check_parameters
+from labkit.lab.notebook_runner import NOTEBOOKS_DIR, SERIES, run_series
+from labkit.lab.params import RULES, ParameterError, check_parameters
 
 
 def parameters_cell(name: str) -> dict:
@@ -21,7 +21,7 @@ def parameters_cell(name: str) -> dict:
 @pytest.mark.parametrize("name", SERIES)
 def test_every_notebook_parameter_has_a_rule_and_its_default_passes(name):
     defaults = parameters_cell(name)
-    assert set(defaults) <= set(RULES), f"no rule for {set(defaults) - set(RULES)} in labkit.params"
+    assert set(defaults) <= set(RULES), f"no rule for {set(defaults) - set(RULES)} in labkit.lab.params"
     assert check_parameters(defaults) == defaults
 
 
@@ -85,7 +85,7 @@ def test_other_names_in_the_namespace_are_ignored():
 def test_papermill_raw_parameter_stops_the_notebook_in_the_first_cell(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell("total_iter = 8", metadata={"tags": ["parameters"]}),
-                      nbformat.v4.new_code_cell("from labkit.params import check_parameters\n"
+                      nbformat.v4.new_code_cell("from labkit.lab.params import check_parameters\n"
                                                 "check_parameters(globals())")]
     source = tmp_path / "nb.ipynb"
     nbformat.write(notebook, source)

@@ -1,4 +1,4 @@
-"""The injected pitfalls (labkit.pitfalls, notebook 06): each buggy copy shows the symptom the
+"""The injected pitfalls (labkit.teaching.pitfalls, notebook 06): each buggy copy shows the symptom the
 course describes, and the correct code next to it does not."""
 
 import copy
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import MaskGit, gamma_func, get_config, pitfalls
+from labkit import MaskGit, gamma_func, get_config
+from labkit.teaching import pitfalls
 
 T = 8
 

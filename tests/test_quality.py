@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from labkit import get_config
-from labkit.evaluate import gap_closed
+from labkit.eval.scoring import gap_closed
 
 _spec = importlib.util.spec_from_file_location(
     "bench_quality", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_quality.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
-pytestmark = pytest.mark.filterwarnings("ignore::labkit.fid.SmallSampleWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::labkit.eval.fid.SmallSampleWarning",
                                         "ignore::scipy.linalg.LinAlgWarning")
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit.exercises import EXERCISES
-from labkit.student import BEGIN, END, HINT, TOOLS, MarkerError, strip_solutions, write_student_copy
+from labkit.teaching.exercises import EXERCISES
+from labkit.teaching.student import BEGIN, END, HINT, TOOLS, MarkerError, strip_solutions, write_student_copy
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -98,8 +98,8 @@ STUB_CALLS = {
 def test_every_stub_raises_naming_its_todo(student_copy):
     copy, _ = student_copy
     script = ["import numpy as np, torch", "from labkit import schedules",
-              "from labkit.attention import MultiHeadAttention", "from labkit.maskgit import MaskGit",
-              "from labkit.train import mvtm_step", "from labkit.config import get_config",
+              "from labkit.core.attention import MultiHeadAttention", "from labkit.core.maskgit import MaskGit",
+              "from labkit.lab.training import mvtm_step", "from labkit.config import get_config",
               "cfg = get_config('smoke')"]
     for todo, call in STUB_CALLS.items():
         script += ["try:", f"    {call}", "    print('no error:', %r)" % todo,
@@ -117,7 +117,7 @@ def test_every_stub_raises_naming_its_todo(student_copy):
 
 def test_grader_says_not_yet_to_everything(student_copy):
     copy, _ = student_copy
-    result = run(copy, "-m", "labkit.grade")
+    result = run(copy, "-m", "labkit", "grade")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == len(EXERCISES) and all(" not yet: " in line for line in lines), lines
@@ -135,7 +135,7 @@ def test_student_notebooks_have_exercise_and_check_cells(student_copy):
 
 def test_gate_names_the_missing_exercise(student_copy):
     copy, _ = student_copy
-    result = run(copy, "-c", "from labkit.grade import require; require('04')")
+    result = run(copy, "-c", "from labkit.teaching.grade import require; require('04')")
     assert result.returncode == 1
     assert "notebook 04 needs these exercises first" in result.stderr
     assert "TODO2 step1-2 (gamma_func, labkit/schedules.py" in result.stderr
@@ -158,7 +158,7 @@ def test_marker_errors_name_the_line():
 def test_solutions_restored_everything_done(solved_copy):
     for path in (REPO / "labkit").glob("*.py"):
         assert (solved_copy / "labkit" / path.name).read_text() == path.read_text()
-    result = run(solved_copy, "-m", "labkit.grade")
+    result = run(solved_copy, "-m", "labkit", "grade")
     assert result.returncode == 0, result.stdout
     assert all(line.split()[-1] == "done" for line in result.stdout.splitlines())
 

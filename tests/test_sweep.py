@@ -12,21 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import MaskGit, get_config, pipeline, toy_cats
-from labkit.catnet import CatNet, catnet_extractor
-from labkit.evaluate import METRICS, ROWS, inpaint_and_score, mean_scores, smooth_fill
-from labkit.masks import make_masks
-from labkit.metrics import masked_l1
-from labkit.pipeline import evaluate_inpainting, format_table
-from labkit.fid import frechet_distance
-from labkit.plots import plot_sweep
-from labkit.sweep import BASELINES, COLUMNS, frechet, sweep
-from labkit.toycats import render_cats
+from labkit import MaskGit, get_config, toy_cats
+from labkit.lab import pipeline
+from labkit.eval.catnet import CatNet, catnet_extractor
+from labkit.eval.scoring import METRICS, ROWS, inpaint_and_score, mean_scores, smooth_fill
+from labkit.data.holes import make_masks
+from labkit.eval.metrics import masked_l1
+from labkit.lab.pipeline import evaluate_inpainting, format_table
+from labkit.eval.fid import frechet_distance
+from labkit.teaching.plots import plot_sweep
+from labkit.eval.sweep import BASELINES, COLUMNS, frechet, sweep
+from labkit.data.toycats import render_cats
 
 CFG = get_config("smoke")
 N = 12
 
-pytestmark = pytest.mark.filterwarnings("ignore::labkit.fid.SmallSampleWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::labkit.eval.fid.SmallSampleWarning",
                                         "ignore::scipy.linalg.LinAlgWarning")
 
 

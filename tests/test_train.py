@@ -9,17 +9,17 @@ import signal
 import pytest
 import torch
 
-import labkit.run as run_module
-import labkit.train as train_module
+import labkit.lab.run as run_module
+import labkit.lab.training as train_module
 from labkit import CheckpointError, MaskGit, get_config
-from labkit.checkpoint import load_checkpoint, read_header, save_checkpoint
-from labkit.metrics import masked_l1, masked_psnr, masked_token_accuracy
-from labkit.run import (DataMismatchError, RecipeMismatchError, RunFolderError, TrainingInterrupted,
+from labkit.lab.checkpoint import load_checkpoint, read_header, save_checkpoint
+from labkit.eval.metrics import masked_l1, masked_psnr, masked_token_accuracy
+from labkit.lab.run import (DataMismatchError, RecipeMismatchError, RunFolderError, TrainingInterrupted,
                         UnfinishedStageError)
-from labkit.train import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
+from labkit.lab.training import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
                           train_vqgan)
-from labkit.utils import fingerprint, runs_root
-from labkit.vqgan import VQGAN
+from labkit.lab.utils import fingerprint, runs_root
+from labkit.core.vqgan import VQGAN
 
 CFG = get_config("smoke")
 N = CFG.num_image_tokens
@@ -541,7 +541,7 @@ def test_masked_token_accuracy_counts_masked_positions_only():
 # ----------------------------------------------------------------------------- end to end
 
 def test_tiny_pipeline_end_to_end(tmp_path, capsys):
-    from labkit.pipeline import ROWS, run_pipeline
+    from labkit.lab.pipeline import ROWS, run_pipeline
 
     cfg = CFG.replace(vq_steps=10, mvtm_steps=10)
     summary = run_pipeline(cfg, tmp_path / "runs", tmp_path / "data", progress=False)
@@ -558,7 +558,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     assert rows["maskgit"]["hole_l1"] == pytest.approx(rows["maskgit_raw"]["hole_l1"])
     assert rows["maskgit"]["image_l1"] < rows["maskgit_raw"]["image_l1"]
 
-    from labkit.datasets import toy_cats
+    from labkit.data.datasets import toy_cats
     test = toy_cats(cfg, "test", tmp_path / "data", progress=False)
     images, masks = test.tensors(range(4)), test.mask_tensors(range(4))
     maskgit = load_maskgit(out, cfg)
@@ -573,7 +573,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag, expected", [([], None), (["--compile"], True), (["--no-compile"], False)])
 def test_command_line_passes_the_compile_choice_to_stage_2(monkeypatch, flag, expected):
-    import labkit.__main__ as cli
+    import labkit.lab.cli as cli
 
     seen = {}
     monkeypatch.setattr(cli, "prepare_data", lambda *args: {})

@@ -1,4 +1,4 @@
-"""Verdicts follow from the numbers: labkit.verdicts, and every verdict printed in a notebook."""
+"""Verdicts follow from the numbers: labkit.eval.verdicts, and every verdict printed in a notebook."""
 
 import math
 from pathlib import Path
@@ -7,7 +7,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from labkit.verdicts import (Estimate, across_seeds, bootstrap_difference, critical, follows,
+from labkit.eval.verdicts import (Estimate, across_seeds, bootstrap_difference, critical, follows,
                              paired_difference, parse_verdict, verdict, verdict_sentence)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

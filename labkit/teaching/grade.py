@@ -1,0 +1,531 @@
+"""The grader: checks each exercise (``labkit.teaching.exercises``) by CALLING the student's code on
+tiny inputs, on the CPU, in seconds. It never reads the source text.
+
+    python -m labkit grade                 # every exercise; exit 1 while one is not done or wrong
+    python -m labkit grade gamma_func      # one (or a few) by name
+    import labkit; labkit.grade("gamma_func")     # in a notebook: prints, raises if not done
+    from labkit.teaching.grade import require; require("04")     # a notebook's gate
+
+Each exercise is "done", "not yet" (its stub still raises NotImplementedError, or an exercise
+it builds on is not done) or "wrong", with a diagnosis of the likely bug. The checks are
+properties and known values (schedule values at known points, masked counts, pinned tokens,
+agreement with ``nn.MultiheadAttention`` given the same weights), not a hidden copy of the
+solutions, so the grader works the same in the student copy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .exercises import BY_NAME, EXERCISES, needed_by
+
+DONE, NOT_YET, WRONG = "done", "not yet", "wrong"
+# exercises a check calls through: not graded before these are done
+NEEDS = {"forward": ("gamma_func",), "train_step": ("gamma_func", "forward"),
+         "inpainting": ("gamma_func",)}
+
+
+class Wrong(Exception):
+    """A check's diagnosis."""
+
+
+def _tiny_config(**overrides):
+    from ..config import get_config
+    return get_config("smoke", **overrides)
+
+
+# ----------------------------------------------------------------------------- TODO1
+
+def check_attention() -> None:
+    from ..core.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    dim, heads, tokens = 32, 4, 10
+    layer = MultiHeadAttention(dim=dim, num_heads=heads, attn_drop=0.0).eval()
+    x = torch.randn(2, tokens, dim)
+    with torch.no_grad():
+        out = layer(x)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, tokens, dim):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise Wrong(f"forward(x) returned {shape} for x of shape (B, N, D) = (2, {tokens}, {dim}); "
+                    "expected (B, N, D): merge the heads back and apply out_linear")
+
+    def torch_attention(scale_q: float = 1.0):
+        reference = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True).eval()
+        with torch.no_grad():
+            reference.in_proj_weight.copy_(torch.cat([layer.q_linear.weight * scale_q,
+                                                      layer.k_linear.weight, layer.v_linear.weight]))
+            reference.in_proj_bias.copy_(torch.cat([layer.q_linear.bias * scale_q,
+                                                    layer.k_linear.bias, layer.v_linear.bias]))
+            reference.out_proj.weight.copy_(layer.out_linear.weight)
+            reference.out_proj.bias.copy_(layer.out_linear.bias)
+            return reference(x, x, x, need_weights=False)[0]
+
+    d_k = dim // heads
+    if torch.allclose(out, torch_attention(), atol=1e-5):
+        with torch.no_grad():
+            returned = layer(x, return_attention=True)
+        weights = returned[1] if isinstance(returned, tuple) and len(returned) == 2 else None
+        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (2, heads, tokens, tokens):
+            raise Wrong("the output is right, but forward(x, return_attention=True) must also return the "
+                        "attention weights (B, H, N, N): return (out, attention)")
+        with torch.no_grad():
+            q, k = (lin(x).view(2, tokens, heads, d_k).transpose(1, 2) for lin in (layer.q_linear, layer.k_linear))
+            want = (q @ k.transpose(-2, -1) / math.sqrt(d_k)).softmax(-1)
+        if not torch.allclose(weights, want, atol=1e-5):
+            raise Wrong("the output is right, but the attention weights returned are not "
+                        "softmax(Q K^T / sqrt(d_k)) over the keys: return the weights the softmax gives, "
+                        "before dropout")
+        return
+    # scores without 1/sqrt(d_k) are nn.MultiheadAttention's with q scaled by sqrt(d_k)
+    if torch.allclose(out, torch_attention(math.sqrt(d_k)), atol=1e-5):
+        raise Wrong("the output matches attention WITHOUT the 1/sqrt(d_k) scale: divide the scores "
+                    "q k^T by sqrt(d_k) (d_k = head_dim), or the softmax saturates")
+    if torch.allclose(out, torch_attention(1 / math.sqrt(d_k)), atol=1e-5):
+        raise Wrong("the output matches scores divided by d_k instead of sqrt(d_k)")
+    # heads split with a plain view (B, N, D) -> (B, H, N, d_k), without the transpose
+    with torch.no_grad():
+        def wrong_split(t):
+            return t.reshape(2, heads, tokens, d_k)
+        q, k, v = (wrong_split(lin(x)) for lin in (layer.q_linear, layer.k_linear, layer.v_linear))
+        context = (q @ k.transpose(-2, -1) / math.sqrt(d_k)).softmax(-1) @ v
+        for merged in (context.reshape(2, tokens, dim), context.transpose(1, 2).reshape(2, tokens, dim)):
+            if torch.allclose(out, layer.out_linear(merged), atol=1e-5):
+                raise Wrong("the heads are split with a plain view (B, N, D) -> (B, H, N, d_k), which "
+                            "mixes tokens across heads: view as (B, N, H, d_k), then transpose(1, 2)")
+    raise Wrong(f"the output differs from nn.MultiheadAttention with the same weights (largest "
+                f"difference {(out - torch_attention()).abs().max():.3g}): check the softmax axis "
+                "(the keys, dim=-1), the head split/merge and the output projection")
+
+
+# ----------------------------------------------------------------------------- TODO2 step1-1
+
+def check_encode_to_z() -> None:
+    from ..core.maskgit import MaskGit
+
+    cfg = _tiny_config()
+    torch.manual_seed(0)
+    model = MaskGit(cfg).eval()
+    x = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    result = model.encode_to_z(x)
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise Wrong("encode_to_z must return two things: z_q (B, C, h, w) and z_indices (B, h * w)")
+    z_q, z_indices = result
+    with torch.no_grad():
+        want_q, want_indices, _ = model.vqgan.encode(x)
+    n = cfg.num_image_tokens
+    if tuple(z_indices.shape) != (2, n):
+        hint = (" (B, h, w): flatten the grid to one row per image, reshape(B, -1)"
+                if tuple(z_indices.shape) == tuple(want_indices.shape) else "")
+        raise Wrong(f"z_indices has shape {tuple(z_indices.shape)}{hint}; expected (B, h * w) = (2, {n})")
+    if tuple(z_q.shape) != tuple(want_q.shape):
+        raise Wrong(f"z_q has shape {tuple(z_q.shape)}; expected the quantised latents "
+                    f"(B, C, h, w) = {tuple(want_q.shape)} from self.vqgan.encode")
+    if z_indices.is_floating_point() or not torch.equal(z_indices, want_indices.reshape(2, -1)):
+        raise Wrong("z_indices are not the codebook indices of self.vqgan.encode(x), row by row")
+
+
+# ----------------------------------------------------------------------------- TODO2 step1-2
+
+KNOWN_POINTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+KNOWN_VALUES = {          # gamma at KNOWN_POINTS
+    "linear": (1.0, 0.75, 0.5, 0.25, 0.0),
+    "cosine": (1.0, 0.9238795325, 0.7071067812, 0.3826834324, 0.0),
+    "square": (1.0, 0.9375, 0.75, 0.4375, 0.0),
+    "cubic": (1.0, 0.984375, 0.875, 0.578125, 0.0),
+    "sqrt": (1.0, 0.5, 0.2928932188, 0.1339745962, 0.0),
+}
+
+
+def _close(a, b) -> bool:
+    return all(abs(x - y) < 1e-6 for x, y in zip(a, b))
+
+
+def _check_schedule(name: str) -> str | None:
+    from ..core.schedules import gamma_func
+
+    gamma = gamma_func(name)
+    values = tuple(float(gamma(r)) for r in KNOWN_POINTS)
+    label = f"gamma_{name}"
+    if _close(values, KNOWN_VALUES[name]):
+        tensor = gamma(torch.tensor(KNOWN_POINTS, dtype=torch.float64))
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != (5,):
+            return f"{label} of a torch tensor must return a tensor of the same shape (use xp, not math)"
+        return None
+    shown = ", ".join(f"{r:g}: {v:.4g}" for r, v in zip(KNOWN_POINTS, values))
+    if name == "square" and abs(values[3] + 0.5) < 1e-6:
+        return (f"{label}(0.75) = -0.5: a mask ratio can't be negative; did you write 1 - r*2 "
+                "instead of 1 - r**2?")
+    for other, known in KNOWN_VALUES.items():
+        if other != name and _close(values, known):
+            return f"{label} gives the {other} schedule's values ({shown}): which formula is {name}?"
+    if any(v < -1e-9 for v in values):
+        r, v = next((r, v) for r, v in zip(KNOWN_POINTS, values) if v < -1e-9)
+        return f"{label}({r:g}) = {v:.4g}: a mask ratio can't be negative"
+    if abs(values[0] - 1) > 1e-6:
+        return f"{label}(0) = {values[0]:.4g}: at r = 0 everything is masked, gamma(0) must be 1"
+    if abs(values[-1]) > 1e-6:
+        return f"{label}(1) = {values[-1]:.4g}: at r = 1 nothing is masked, gamma(1) must be 0"
+    if any(b > a + 1e-9 for a, b in zip(values, values[1:])):
+        return f"{label} must decrease from 1 to 0, got {shown}"
+    return f"{label} has the right ends but wrong values in between ({shown})"
+
+
+def check_gamma_func() -> None:
+    from ..core.schedules import SCHEDULES
+
+    problems = [problem for problem in map(_check_schedule, SCHEDULES) if problem]
+    if problems:
+        raise Wrong("; ".join(problems))
+
+
+# ----------------------------------------------------------------------------- TODO2 step1-3
+
+class _Spy(nn.Module):
+    """A transformer stand-in: remembers its input, returns fixed logits (B, N, K)."""
+
+    def __init__(self, logits_for):
+        super().__init__()
+        self.logits_for = logits_for
+        self.inputs = []
+        self.weight = nn.Parameter(torch.zeros(()))
+
+    def forward(self, token_ids):
+        self.inputs.append(token_ids.clone())
+        return self.logits_for(token_ids) + self.weight
+
+
+def check_forward() -> None:
+    from ..core.maskgit import MaskGit
+
+    cfg = _tiny_config()
+    model = MaskGit(cfg)
+    n, draws = cfg.num_image_tokens, 4000
+    share = {}
+    for gamma in ("cosine", "square"):
+        mask = model.random_token_mask(draws, torch.Generator().manual_seed(0), gamma=gamma)
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (draws, n) or mask.dtype != torch.bool:
+            raise Wrong(f"random_token_mask(B) must return a (B, N) = ({draws}, {n}) bool tensor, got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+        again = model.random_token_mask(draws, torch.Generator().manual_seed(0), gamma=gamma)
+        if not torch.equal(mask, again):
+            raise Wrong("random_token_mask draws different masks from the same generator: draw every "
+                        "random number with generator=generator (training resumes exactly)")
+        share[gamma] = mask.float().mean(1)
+    cos = share["cosine"]
+    # E[ceil(gamma(r) N) / N] for r ~ U(0, 1): 2/pi (cosine), 2/3 (square), plus about 1/(2N)
+    if cos.std() < 0.02 and abs(cos.mean() - 0.5) < 0.05:
+        raise Wrong("every grid hides about 50 % of its tokens: draw r ~ U(0, 1) per image and "
+                    "mask ceil(gamma(r) * N) tokens, not a fixed half")
+    if abs(cos.mean() - (1 - 2 / math.pi)) < 0.03:
+        raise Wrong(f"the cosine schedule hides {cos.mean():.0%} of the tokens on average instead of "
+                    "about 64 %: the mask is inverted, it KEEPS ceil(gamma(r) N) tokens instead of "
+                    "masking them")
+    if abs(cos.mean() - 2 / math.pi) > 0.03:
+        raise Wrong(f"the cosine schedule hides {cos.mean():.0%} of the tokens on average; "
+                    "r ~ U(0, 1) through gamma gives about 64 %")
+    if abs(share["square"].mean() - 2 / 3) > 0.03:
+        raise Wrong("random_token_mask ignores its gamma argument: gamma='square' should hide "
+                    f"about 67 % of the tokens, got {share['square'].mean():.0%}")
+    if int(torch.stack(list(share.values())).min() * n) < 1:
+        raise Wrong("some grids have no masked token: mask at least one (clamp the count to >= 1)")
+
+    # train_mask="holes" (the cpu profile's): the tokens are hidden inside each grid's region only
+    holes = torch.zeros(3, n, dtype=torch.bool)
+    holes[0, :10], holes[1, 5:25], holes[2, n - 7:] = True, True, True
+    holed = MaskGit(_tiny_config(train_mask="holes"), training_holes=holes)
+    mask = holed.random_token_mask(draws, torch.Generator().manual_seed(3), gamma="cosine")
+    region = holed.training_region(draws, torch.Generator().manual_seed(3))
+    if (mask & ~region).any():
+        raise Wrong("with a training region (train_mask='holes', the cpu profile's) tokens outside the "
+                    "region were hidden: rank the random scores so the region's tokens come first "
+                    "(scores above 1 outside it) and hide only the first n_masked")
+    inside = (mask.sum(1).float() / region.sum(1).float()).mean()
+    if abs(inside - 2 / math.pi) > 0.04:
+        raise Wrong(f"with a training region the cosine schedule hides {inside:.0%} of the region's tokens "
+                    "on average instead of about 64 %: count ceil(gamma(r) * n) from the region's n "
+                    "tokens (region.sum(1)), not from all N")
+
+    # forward_tokens: the masked ids go in, the original ids come back as targets
+    K = cfg.num_codebook_vectors
+    spy = _Spy(lambda ids: torch.zeros(*ids.shape, K))
+    model.transformer = spy
+    z = torch.randint(0, K, (8, n), generator=torch.Generator().manual_seed(1))
+    logits, targets, mask = model.forward_tokens(z.clone(), torch.Generator().manual_seed(2))
+    if not spy.inputs:
+        raise Wrong("forward_tokens never calls self.transformer")
+    seen = spy.inputs[-1]
+    if tuple(logits.shape) != (8, n, K):
+        raise Wrong(f"logits have shape {tuple(logits.shape)}; expected (B, N, K) = (8, {n}, {K})")
+    if not torch.equal(targets, z):
+        raise Wrong("forward_tokens must return the ORIGINAL ids as targets, not the masked ones")
+    if not mask.any(1).all():
+        raise Wrong("some grids came back with no masked token")
+    if (seen == cfg.mask_token_id).sum() == 0:
+        raise Wrong(f"the transformer never sees the [MASK] id {cfg.mask_token_id}: replace the masked "
+                    "tokens with z.masked_fill(mask, self.mask_token_id)")
+    if not torch.equal(seen, z.masked_fill(mask, cfg.mask_token_id)):
+        raise Wrong("the transformer's input must be z with exactly the returned mask's positions set "
+                    "to [MASK] (the mask returned is the one applied)")
+
+
+# ----------------------------------------------------------------------------- TODO2 step2
+
+def check_train_step() -> None:
+    from ..core.maskgit import MaskGit
+    from ..core.train import mvtm_step
+
+    cfg = _tiny_config()
+    torch.manual_seed(0)
+    model = MaskGit(cfg)
+    params = [p for p in model.transformer.parameters()]
+    for p in params:
+        p.grad = torch.full_like(p, 100.0)         # stale gradients from "the last step"
+    events = []
+
+    class Optimizer(torch.optim.SGD):
+        def zero_grad(self, set_to_none=True):
+            events.append("zero_grad")
+            super().zero_grad(set_to_none=set_to_none)
+
+        def step(self, closure=None):
+            grads = [p.grad for p in params]
+            events.append(("step", None if any(g is None for g in grads)
+                           else float(torch.cat([g.flatten() for g in grads]).norm())))
+            return super().step(closure)
+
+    optimizer = Optimizer(params, lr=0.1)
+    clip = 1e-3
+    z = torch.randint(0, cfg.num_codebook_vectors, (4, cfg.num_image_tokens),
+                      generator=torch.Generator().manual_seed(1))
+    before = [p.detach().clone() for p in params]
+    result = mvtm_step(model, optimizer, z, torch.Generator().manual_seed(2), clip,
+                       lambda loss, grad_norm: events.append(("check", float(loss.detach()))))
+    if not isinstance(result, tuple) or len(result) != 4:
+        raise Wrong("mvtm_step must return (loss, logits, z, mask)")
+    loss, logits, targets, mask = result
+    steps = [e for e in events if isinstance(e, tuple) and e[0] == "step"]
+    if len(steps) != 1:
+        raise Wrong(f"optimizer.step() was called {len(steps)} times; once per training step")
+    if "zero_grad" not in events:
+        raise Wrong("optimizer.zero_grad() is never called: gradients accumulate across steps")
+    if steps[0][1] is None:
+        raise Wrong("no gradients when optimizer.step() runs: zero_grad after loss.backward() wipes "
+                    "them; call zero_grad BEFORE backward")
+    if steps[0][1] > clip * 1.01:
+        raise Wrong(f"the gradient norm at optimizer.step() is {steps[0][1]:.3g} with grad_clip={clip}: "
+                    "clip it with nn.utils.clip_grad_norm_(maskgit.transformer.parameters(), grad_clip) "
+                    "after backward, before step")
+    checks = [i for i, e in enumerate(events) if isinstance(e, tuple) and e[0] == "check"]
+    if not checks or checks[0] > events.index(steps[0]):
+        raise Wrong("call check_finite(loss, grad_norm) before optimizer.step(): a NaN step must "
+                    "stop the run before it spoils the weights")
+    if all(torch.equal(a, b.detach()) for a, b in zip(before, params)):
+        raise Wrong("the transformer's weights did not change")
+    with torch.no_grad():
+        want = float(model.loss(logits.detach(), targets, mask))
+    if abs(float(loss.detach()) - want) > 1e-4:
+        raise Wrong(f"the returned loss {float(loss.detach()):.4f} is not maskgit.loss(logits, z, mask) = {want:.4f}")
+
+
+# ----------------------------------------------------------------------------- TODO3
+
+def _decoding_model(K: int = 1024):
+    """A MaskGit whose transformer returns fixed logits: for each position n, ``top[n]`` on
+    token ``n % K`` and 0 elsewhere, so the chosen token and its confidence are known."""
+    from ..core.maskgit import MaskGit
+
+    cfg = _tiny_config(num_codebook_vectors=K)
+    model = MaskGit(cfg)
+    n = cfg.num_image_tokens
+    top = torch.full((n,), 12.0)
+
+    def logits_for(ids):
+        logits = torch.zeros(*ids.shape, K)
+        logits[..., torch.arange(n), torch.arange(n) % K] = top
+        return logits
+
+    model.transformer = _Spy(logits_for)
+    return model, cfg, top
+
+
+def _settings(gamma: str, total_iter: int, choice_temperature: float):
+    from ..core.maskgit import DecodeSettings
+    return DecodeSettings(gamma, total_iter, total_iter, choice_temperature)
+
+
+def check_inpainting() -> None:
+    model, cfg, top = _decoding_model()
+    n, K = cfg.num_image_tokens, cfg.num_codebook_vectors
+    gen = torch.Generator().manual_seed(0)
+    known = torch.randint(0, K, (2, n), generator=gen)
+    still = torch.zeros(2, n, dtype=torch.bool)
+    still[:, 10:50] = True                                       # n0 = 40 in both images
+    n0 = still.sum(1)
+    ids = known.masked_fill(still, model.mask_token_id)
+    with torch.no_grad():
+        out = model.inpainting(ids, still, n0, n0.clone(), 1, _settings("cosine", 8, 4.5),
+                               torch.Generator().manual_seed(1))
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise Wrong("inpainting must return (prediction (B, N), new still-masked mask (B, N), m_t (B,))")
+    prediction, new_mask, m_t = out
+    if tuple(prediction.shape) != (2, n) or tuple(new_mask.shape) != (2, n):
+        raise Wrong(f"prediction and mask must be (B, N) = (2, {n}); got {tuple(prediction.shape)}, "
+                    f"{tuple(new_mask.shape)}")
+    if (prediction == model.mask_token_id).any():
+        raise Wrong(f"the prediction holds the [MASK] id {model.mask_token_id}: the mask id must never "
+                    "be predicted (leave index K out of the softmax / argmax)")
+    if not torch.equal(prediction[~still], known[~still]):
+        raise Wrong("known tokens are not pinned: where still_masked is False the prediction must keep "
+                    "token_ids (torch.where(still_masked, chosen, token_ids))")
+    best = torch.arange(n).expand(2, n) % K
+    if not torch.equal(prediction[still], best[still]):
+        raise Wrong("with sample=False each masked position must take its most likely token (argmax)")
+    want = torch.floor(torch.tensor(math.cos(math.pi / 16)) * n0.double()).long()
+    if not torch.equal(torch.as_tensor(m_t).long(), want):
+        raise Wrong(f"m_1 = {torch.as_tensor(m_t).tolist()}, expected floor(gamma(1/8) n0) = {want.tolist()}")
+    if (new_mask & ~still).any():
+        raise Wrong("a known (or revealed) token was masked again: give them confidence +inf")
+    if not torch.equal(new_mask.sum(1), want):
+        raise Wrong(f"the new mask hides {new_mask.sum(1).tolist()} tokens, but m_t = {want.tolist()}")
+
+    # the count comes from n0: iteration 2 of 8 with 35 still masked, n0 = 40
+    still2 = still.clone()
+    still2[:, 10:15] = False
+    ids2 = known.masked_fill(still2, model.mask_token_id)
+    with torch.no_grad():
+        _, mask2, m2 = model.inpainting(ids2, still2, n0, still2.sum(1), 2, _settings("cosine", 8, 4.5),
+                                        torch.Generator().manual_seed(1))
+    from_n0 = math.floor(math.cos(math.pi / 8) * 40)           # 36 -> capped at 35 - 1
+    from_current = math.floor(math.cos(math.pi / 8) * 35)      # 32
+    got = torch.as_tensor(m2).tolist()
+    if got == [from_current] * 2:
+        raise Wrong(f"m_2 = {from_current} = floor(gamma(2/8) * 35): the count is taken from the current "
+                    f"count instead of n0 = 40, so the mask shrinks geometrically; use floor(gamma(t/T) n0)")
+    if got != [min(from_n0, 34)] * 2:
+        raise Wrong(f"m_2 = {got}, expected min(floor(gamma(2/8) n0), m_1 - 1) = {min(from_n0, 34)}: "
+                    "count from n0 and reveal at least one token per iteration")
+
+    # the temperature anneals to 0: 20 positions masked, 5 of them far less confident
+    top[:] = 12.0
+    top[20:25] = 0.0                                            # log p: -6.9 instead of -0.006
+    still3 = torch.zeros(2, n, dtype=torch.bool)
+    still3[:, 10:30] = True
+    n3 = still3.sum(1)
+    ids3 = known.masked_fill(still3, model.mask_token_id)
+    low = torch.zeros(n, dtype=torch.bool)
+    low[20:25] = True
+
+    def kept(t, seed):
+        with torch.no_grad():
+            _, mask, _ = model.inpainting(ids3, still3, n3, n3.clone(), t, _settings("linear", 10, 6.0),
+                                          torch.Generator().manual_seed(seed))
+        return mask
+
+    late = [kept(9, seed) for seed in range(40)]               # m_9 = 1 or 2 of 20, at temperature 0.6
+    early = [kept(1, seed) for seed in range(20)]              # m_1 = 18 of 20, at temperature 5.4
+    late_right = sum(bool(mask.any() and not (mask & ~low).any()) for mask in late)
+    early_varies = len({tuple(mask.flatten().tolist()) for mask in early}) > 1
+    if late_right < len(late):
+        raise Wrong(f"at iteration 9 of 10 the least confident tokens stayed masked in only "
+                    f"{late_right} of {len(late)} runs: the Gumbel temperature must anneal to 0, "
+                    "choice_temperature * (1 - t/T), not grow with t")
+    if not early_varies:
+        raise Wrong("at iteration 1 the choice of the re-masked tokens never changes with the "
+                    "generator: add Gumbel noise scaled by choice_temperature * (1 - t/T) to the "
+                    "confidences (drawn with the generator)")
+
+
+CHECKS = {"attention": check_attention, "encode_to_z": check_encode_to_z,
+          "gamma_func": check_gamma_func, "forward": check_forward,
+          "train_step": check_train_step, "inpainting": check_inpainting}
+
+
+def grade_one(name: str, _seen: dict | None = None) -> tuple[str, str]:
+    """(status, message) of exercise ``name``: status is "done", "not yet" or "wrong"."""
+    if name not in CHECKS:
+        raise ValueError(f"no exercise named {name!r}; choose one of {', '.join(CHECKS)}")
+    for needed in NEEDS.get(name, ()):
+        status, _ = grade_one(needed)
+        if status != DONE:
+            return NOT_YET, f"needs {BY_NAME[needed].todo} ({needed}) first"
+    try:
+        CHECKS[name]()
+    except NotImplementedError as error:
+        return NOT_YET, str(error).splitlines()[0] if str(error) else "not written yet"
+    except Wrong as error:
+        return WRONG, str(error)
+    except Exception as error:                       # the student's code crashed: say where
+        return WRONG, f"it raised {type(error).__name__}: {error}"
+    return DONE, ""
+
+
+class ExerciseMissing(RuntimeError):
+    """A notebook needs exercises that are not done yet; shown in a notebook as its message only."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ExerciseMissing: {self}"]
+
+
+def require(notebook: str) -> None:
+    """Raise ``ExerciseMissing`` naming the unfinished exercises that ``notebook`` needs from
+    earlier notebooks (checked by calling them: ``labkit.grade``); nothing when all are done.
+    The notebook's own exercises are checked by the check cell after each exercise cell."""
+    missing = []
+    for exercise in needed_by(notebook):
+        status, message = grade_one(exercise.name)
+        if status != "done":
+            missing.append(f"  {exercise.todo} ({exercise.name}, {exercise.where}): {status}"
+                           + (f" - {message}" if status == "wrong" else ""))
+    if missing:
+        raise ExerciseMissing(
+            f"notebook {notebook} needs these exercises first:\n" + "\n".join(missing)
+            + "\nWrite them, check with labkit.grade(\"NAME\") or `python -m labkit grade`, "
+              "then run this notebook again.")
+
+
+class GradeFailed(AssertionError):
+    """Some graded exercises are not done; a notebook shows only the report."""
+
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines()
+
+
+def report(results: dict) -> str:
+    lines = []
+    for name, (status, message) in results.items():
+        exercise = BY_NAME[name]
+        lines.append(f"{exercise.todo:<14} {name:<12} {status}" + (f": {message}" if message else ""))
+    return "\n".join(lines)
+
+
+def grade(*names: str, raise_if_not_done: bool = True) -> dict:
+    """Grade exercises ``names`` (all when none), print one line each, and return
+    {name: (status, message)}; raise ``GradeFailed`` (a short message in a notebook) when one
+    is not done, unless ``raise_if_not_done=False``."""
+    names = names or tuple(exercise.name for exercise in EXERCISES)
+    results = {name: grade_one(name) for name in names}
+    text = report(results)
+    if raise_if_not_done and any(status != DONE for status, _ in results.values()):
+        raise GradeFailed(text)
+    print(text)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m labkit grade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"exercises to grade (default all): {', '.join(CHECKS)}")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in CHECKS]
+    if unknown:
+        parser.error(f"unknown exercise {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    results = grade(*args.names, raise_if_not_done=False)
+    return 0 if all(status == DONE for status, _ in results.values()) else 1
+
+
+__all__ = ["grade", "grade_one", "require", "ExerciseMissing", "main", "CHECKS", "NEEDS", "GradeFailed", "DONE", "NOT_YET", "WRONG"]
