@@ -54,10 +54,11 @@ from labkit import get_config                                        # noqa: E40
 from labkit.config import LabConfig                                  # noqa: E402
 from labkit.data.datasets import toy_cats                                 # noqa: E402
 from labkit.eval.scoring import ROWS, gap_closed, inpaint_and_score, mean_scores   # noqa: E402
-from labkit.eval.fid import FeatureStats, frechet_distance                # noqa: E402
+from labkit.core.frechet import FeatureStats, frechet_distance             # noqa: E402
 from labkit.core.masks import pixel_to_token_mask                         # noqa: E402
 from labkit.lab.training import extract_tokens, load_maskgit, train_mvtm, train_vqgan   # noqa: E402
 from labkit.lab.utils import runs_root                                   # noqa: E402
+from labkit.lab.run import RunOptions  # noqa: E402
 
 # Fields stage 1 never reads: variants that differ only in these share one tokenizer.
 STAGE2_FIELDS = ("dim", "num_layers", "num_heads", "mlp_dim", "dropout", "attn_drop", "mvtm_steps",
@@ -159,13 +160,12 @@ def train_variant(cfg: LabConfig, folder: Path, data=None, device=None, progress
     splits = {split: toy_cats(cfg, split, data, progress=progress) for split in ("train", "val")}
     stage1 = folder.parent / f"stage1-{stage1_key(stage1_cfg)}"
     cpu = time.process_time()
-    vqgan, vq_history = train_vqgan(stage1_cfg, splits["train"], stage1, device=device, progress=progress)
+    vqgan, vq_history = train_vqgan(stage1_cfg, splits["train"], stage1, options=RunOptions(device=device, progress=progress))
     stage1_cpu = (time.process_time() - cpu) / 60
     tokens = {split: extract_tokens(vqgan, splits[split], cfg, stage1 / f"tokens-{split}.safetensors")
               for split in splits}
     cpu = time.process_time()
-    maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], folder, device=device, progress=progress,
-                                  val_tokens=tokens["val"], data_source=f"tokens of {splits['train'].source}")
+    maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], folder, options=RunOptions(device=device, progress=progress, data_source=f"tokens of {splits['train'].source}"), val_tokens=tokens["val"])
     stage2_cpu = (time.process_time() - cpu) / 60
     final = history[-1] if history else {}
     return maskgit, {"stage1_run": str(stage1), "stage2_run": str(folder),
@@ -182,10 +182,8 @@ def score(cfg: LabConfig, maskgit, test, extractors, batch_size: int = 128,
     maskgit.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     batches, features, correct, counted = [], {}, 0, 0
-    for begin in range(0, len(test), batch_size):
-        index = range(begin, min(begin + batch_size, len(test)))
-        scored = inpaint_and_score(maskgit, test.tensors(index), test.mask_tensors(index),
-                                   generator=generator, fill=fill)
+    for scored in inpaint_and_score(maskgit, test.tensors(), test.mask_tensors(),
+                                    maskgit.decode_settings(fill=fill), generator, batch_size=batch_size):
         batches.append(scored)
         for extractor in extractors:
             for row, images in scored.rows.items():

@@ -53,10 +53,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # labkit, with
 sys.path.insert(0, str(Path(__file__).resolve().parent))          # template_reference
 
 from labkit import VQGAN, BidirectionalTransformer, LabConfig, MaskGit, get_config  # noqa: E402
-from labkit.data.holes import make_masks
+from labkit.data.holes import make_masks  # noqa: E402
 from labkit.core.masks import pixel_to_token_mask  # noqa: E402
 from labkit.lab.training import train_mvtm  # noqa: E402
-from labkit.lab.utils import autocast, get_device  # noqa: E402
+from labkit.core.train import autocast  # noqa: E402
+from labkit.lab.utils import get_device  # noqa: E402
+from labkit.lab.run import RunOptions  # noqa: E402
 from template_reference import TemplateMaskGit, template_optimizer, template_train_step  # noqa: E402
 
 COURSE_TEST_SET = 747
@@ -284,8 +286,7 @@ class Bench:
         cfg = self.cfg.replace(mvtm_batch_size=self.batch, mvtm_steps=(rounds + 1) * steps,
                                log_every=steps, ckpt_every=10 ** 9, warmup_steps=1)
         with tempfile.TemporaryDirectory() as run_dir:
-            _, history = train_mvtm(cfg, self.vqgan, self.tokens, run_dir, device=self.device,
-                                    resume=False, progress=False, compile=self.compile_model)
+            _, history = train_mvtm(cfg, self.vqgan, self.tokens, run_dir, options=RunOptions(device=self.device, resume=False, progress=False, compile=self.compile_model))
         elapsed = [entry["elapsed_s"] for entry in history]
         return [steps * self.batch / (end - start) for start, end in zip(elapsed, elapsed[1:])]
 
@@ -293,7 +294,7 @@ class Bench:
     def inpaint_batched(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """labkit's ``inpaint``: every iteration is decoded to pixels (for the step plots)."""
         with autocast(self.device):
-            return self.maskgit.inpaint(images, masks, total_iter=TOTAL_ITER).images
+            return self.maskgit.inpaint(images, masks, self.maskgit.decode_settings(total_iter=TOTAL_ITER)).images
 
     def inpaint_final_only(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The same decoding, with only the last iteration decoded to pixels: all that a
@@ -302,7 +303,7 @@ class Bench:
             masked_input = torch.where(masks[:, None], torch.full_like(images, 0.5), images)
             _, z_indices = self.maskgit.encode_to_z(masked_input)
             token_mask = pixel_to_token_mask(masks, self.cfg.downsample)
-            trace = self.maskgit.inpaint_tokens(z_indices, token_mask, total_iter=TOTAL_ITER)
+            trace = self.maskgit.inpaint_tokens(z_indices, token_mask, self.maskgit.decode_settings(total_iter=TOTAL_ITER))
             final = self.vqgan.decode_indices(trace.predictions[-1])
             return torch.where(masks[:, None], final, images)
 

@@ -13,6 +13,7 @@ import labkit.lab.training as train_module
 from labkit import get_config
 from labkit.lab.training import train_mvtm, train_vqgan
 from labkit.core.vqgan import VQGAN
+from labkit.lab.run import RunOptions
 
 CFG = get_config("smoke", vq_steps=15)
 
@@ -33,7 +34,7 @@ def test_infinite_loss_in_stage_1_stops_with_the_step_and_keeps_the_last_good_ch
 
     monkeypatch.setattr(VQGAN, "forward", forward_turning_inf)
     with pytest.raises(FloatingPointError, match=r"stage 1 .*inf.* at step 12.*step 10\) is kept"):
-        train_vqgan(CFG, images(), tmp_path, progress=False)
+        train_vqgan(CFG, images(), tmp_path, options=RunOptions(progress=False))
     ckpt = train_module.load_checkpoint(tmp_path / "vqgan.safetensors")
     assert ckpt.step == 10
     assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
@@ -42,15 +43,14 @@ def test_infinite_loss_in_stage_1_stops_with_the_step_and_keeps_the_last_good_ch
 def test_images_of_another_size_say_how_to_resize(tmp_path):
     with pytest.raises(ValueError, match=r"images are 48x48 but profile 'smoke' works on 32x32: "
                                          r"load them with labkit.load_dataset"):
-        train_vqgan(CFG, images(size=48), tmp_path, progress=False)
+        train_vqgan(CFG, images(size=48), tmp_path, options=RunOptions(progress=False))
 
 
 def test_no_images_or_no_tokens_are_errors(tmp_path):
     with pytest.raises(ValueError, match="no training images"):
-        train_vqgan(CFG, images(n=0), tmp_path, progress=False)
+        train_vqgan(CFG, images(n=0), tmp_path, options=RunOptions(progress=False))
     with pytest.raises(ValueError, match="no training tokens"):
-        train_mvtm(CFG, VQGAN(CFG), torch.zeros(0, CFG.num_image_tokens, dtype=torch.long), tmp_path,
-                   progress=False)
+        train_mvtm(CFG, VQGAN(CFG), torch.zeros(0, CFG.num_image_tokens, dtype=torch.long), tmp_path, options=RunOptions(progress=False))
 
 
 @pytest.mark.parametrize("tokens, match", [
@@ -60,4 +60,4 @@ def test_no_images_or_no_tokens_are_errors(tmp_path):
 ])
 def test_tokens_that_do_not_fit_the_model_are_errors(tmp_path, tokens, match):
     with pytest.raises(ValueError, match=match):
-        train_mvtm(CFG, VQGAN(CFG), tokens, tmp_path, progress=False)
+        train_mvtm(CFG, VQGAN(CFG), tokens, tmp_path, options=RunOptions(progress=False))

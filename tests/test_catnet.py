@@ -16,14 +16,14 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from labkit import get_config
+from labkit import ImageSet, get_config
 import labkit.eval.catnet as catnet_module
 from labkit.eval.catnet import (CATNET_FILE, CatNet, attribute_agreement, augment, catnet_extractor,
                            degrade, load_catnet, load_or_train_catnet, train_catnet)
 from labkit.lab.checkpoint import CheckpointError
-from labkit.eval.fid import frechet_distance
-from labkit.lab.run import TrainingInterrupted, UnfinishedStageError
-from labkit.lab.training import lr_at
+from labkit.core.frechet import frechet_distance
+from labkit.lab.run import RunOptions, TrainingInterrupted, UnfinishedStageError
+from labkit.core.train import lr_at
 from labkit.data.toycats import ATTRIBUTES, draw_cat, mirror_attributes, render_cats, sample_attributes
 
 SIZE = 32
@@ -38,7 +38,7 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
 def trained(tmp_path_factory):
     images, labels = render_cats(11, range(512), SIZE)
     run_dir = tmp_path_factory.mktemp("catnet_run")
-    net = train_catnet(CFG, images, labels, run_dir=run_dir, steps=120, progress=False)
+    net = train_catnet(CFG.replace(catnet_steps=120), ImageSet(images, labels), run_dir=run_dir, options=RunOptions(progress=False))
     return net, run_dir
 
 
@@ -94,20 +94,20 @@ def test_the_degraded_share_is_validated(share):
 def test_a_net_trained_with_other_degradations_is_refused(tmp_path):
     images, labels = render_cats(5, range(32), SIZE)
     plain = get_config("smoke", catnet_degrade=0.0)
-    train_catnet(plain, images, labels, run_dir=tmp_path, steps=2, progress=False)
+    train_catnet(plain.replace(catnet_steps=2), ImageSet(images, labels), run_dir=tmp_path, options=RunOptions(progress=False))
     assert load_catnet(tmp_path, plain).extra["degrade"] == 0.0
     with pytest.raises(CheckpointError, match="catnet_degrade=0.0 but the config asks for 0.5"):
         load_catnet(tmp_path, get_config("smoke"))
     with pytest.raises(CheckpointError, match="Delete it"):
-        train_catnet(get_config("smoke"), images, labels, run_dir=tmp_path, steps=2, progress=False)
+        train_catnet(get_config("smoke").replace(catnet_steps=2), ImageSet(images, labels), run_dir=tmp_path, options=RunOptions(progress=False))
 
 
 # ------------------------------------------------------------------ training and checkpoint
 def test_training_is_deterministic_and_the_checkpoint_reloads(tmp_path):
     cfg = get_config("smoke")
     images, labels = render_cats(5, range(32), SIZE)
-    first = train_catnet(cfg, images, labels, run_dir=tmp_path / "a", steps=3, progress=False)
-    second = train_catnet(cfg, images, labels, run_dir=tmp_path / "b", steps=3, progress=False)
+    first = train_catnet(cfg.replace(catnet_steps=3), ImageSet(images, labels), run_dir=tmp_path / "a", options=RunOptions(progress=False))
+    second = train_catnet(cfg.replace(catnet_steps=3), ImageSet(images, labels), run_dir=tmp_path / "b", options=RunOptions(progress=False))
     for (name, p), q in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(p, q), name
     loaded = load_catnet(tmp_path / "a", cfg)
@@ -115,7 +115,7 @@ def test_training_is_deterministic_and_the_checkpoint_reloads(tmp_path):
     # metadata), their hashes must not; another net's hash must.
     assert (tmp_path / "a" / CATNET_FILE).read_bytes() != (tmp_path / "b" / CATNET_FILE).read_bytes()
     assert loaded.checkpoint_hash == first.checkpoint_hash == second.checkpoint_hash
-    other = train_catnet(cfg, images, labels, steps=4, progress=False)
+    other = train_catnet(cfg.replace(catnet_steps=4), ImageSet(images, labels), options=RunOptions(progress=False))
     assert other.checkpoint_hash not in (first.checkpoint_hash, "untrained")
     x = as_tensor(images[:4])
     assert torch.equal(loaded.forward_features(x), first.eval().forward_features(x))
@@ -147,7 +147,7 @@ def test_catnet_uses_the_shared_schedule_at_its_config_rate(monkeypatch):
         return lr_at(step, peak, warmup, total)
 
     monkeypatch.setattr(catnet_module, "lr_at", recording_lr_at)
-    net = train_catnet(cfg, images, labels, steps=4, progress=False)
+    net = train_catnet(cfg.replace(catnet_steps=4), ImageSet(images, labels), options=RunOptions(progress=False))
     assert seen == [(step, 1e-3, 0, 4) for step in range(4)]          # no warmup, 0-based steps
     lrs = [entry["lr"] for entry in net.metrics]
     assert lrs == [lr_at(step, 1e-3, 0, 4) for step in range(4)]
@@ -159,7 +159,7 @@ def test_catnet_uses_the_shared_schedule_at_its_config_rate(monkeypatch):
 def test_catnet_stopped_by_ctrl_c_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cfg = get_config("smoke", ckpt_every=100)
     images, labels = render_cats(5, range(32), SIZE)
-    full = train_catnet(cfg, images, labels, run_dir=tmp_path / "full", steps=6, progress=False)
+    full = train_catnet(cfg.replace(catnet_steps=6), ImageSet(images, labels), run_dir=tmp_path / "full", options=RunOptions(progress=False))
 
     def ctrl_c_during_step_3(step, *args):
         if step == 2:
@@ -168,11 +168,11 @@ def test_catnet_stopped_by_ctrl_c_resumes_to_the_same_weights(tmp_path, monkeypa
 
     monkeypatch.setattr(catnet_module, "lr_at", ctrl_c_during_step_3)
     with pytest.raises(TrainingInterrupted, match="interrupted at step 3 of 6"):
-        train_catnet(cfg, images, labels, run_dir=tmp_path / "stopped", steps=6, progress=False)
+        train_catnet(cfg.replace(catnet_steps=6), ImageSet(images, labels), run_dir=tmp_path / "stopped", options=RunOptions(progress=False))
     monkeypatch.setattr(catnet_module, "lr_at", lr_at)
     with pytest.raises(UnfinishedStageError, match="stopped at step 3 of 6"):
         load_catnet(tmp_path / "stopped", cfg)
-    resumed = train_catnet(cfg, images, labels, run_dir=tmp_path / "stopped", steps=6, progress=False)
+    resumed = train_catnet(cfg.replace(catnet_steps=6), ImageSet(images, labels), run_dir=tmp_path / "stopped", options=RunOptions(progress=False))
     assert resumed.checkpoint_hash == full.checkpoint_hash
     assert load_catnet(tmp_path / "stopped", cfg).checkpoint_hash == full.checkpoint_hash
 
@@ -187,7 +187,7 @@ def test_the_default_run_folder_is_the_shared_runs_root(tmp_path, monkeypatch):
 def test_images_without_attribute_labels_are_refused():
     images, _ = render_cats(5, range(4), SIZE)
     with pytest.raises(ValueError, match="use FID"):
-        train_catnet(get_config("smoke"), images, {}, steps=1, progress=False)
+        train_catnet(get_config("smoke").replace(catnet_steps=1), ImageSet(images, {}), options=RunOptions(progress=False))
 
 
 def test_the_trained_net_reads_attributes(trained, draws):

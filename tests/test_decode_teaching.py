@@ -33,11 +33,9 @@ def _traces():
     hole = torch.zeros(2, cfg.num_image_tokens, dtype=torch.bool)
     hole[0, 5:40] = True
     hole[1, 20:31] = True
-    traces = {name: maskgit.inpaint_tokens(z, hole, gamma=name, total_iter=6,
-                                           generator=torch.Generator().manual_seed(0))
+    traces = {name: maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(gamma=name, total_iter=6), torch.Generator().manual_seed(0))
               for name in ("linear", "cosine", "square")}
-    traces["square, t* = 3"] = maskgit.inpaint_tokens(z, hole, gamma="square", total_iter=6, sweet_spot=3,
-                                                      generator=torch.Generator().manual_seed(0))
+    traces["square, t* = 3"] = maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(gamma="square", total_iter=6, sweet_spot=3), torch.Generator().manual_seed(0))
     return traces
 
 

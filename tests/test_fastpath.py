@@ -103,10 +103,10 @@ def test_template_and_labkit_agree_on_the_loss_with_a_shared_mask_ratio(maskgit,
 # ---------------------------------------------------------------- batched decoding
 def test_batched_decoding_equals_one_image_at_a_time_without_noise(maskgit):
     z_indices, token_mask = random_token_batch(batch=6, seed=3)
-    options = dict(gamma="cosine", total_iter=6, choice_temperature=0.0, sample=False)
-    batched = maskgit.inpaint_tokens(z_indices, token_mask, **options)
+    settings = maskgit.decode_settings(gamma="cosine", total_iter=6, choice_temperature=0.0, sample=False)
+    batched = maskgit.inpaint_tokens(z_indices, token_mask, settings)
     for i in range(len(z_indices)):
-        single = maskgit.inpaint_tokens(z_indices[i:i + 1], token_mask[i:i + 1], **options)
+        single = maskgit.inpaint_tokens(z_indices[i:i + 1], token_mask[i:i + 1], settings)
         assert torch.equal(batched.predictions[:, i], single.predictions[:, 0])
         assert torch.equal(batched.still_masked[:, i], single.still_masked[:, 0])
 
@@ -115,10 +115,10 @@ def test_batched_inpaint_equals_per_image_and_the_template_loop_in_pixels(maskgi
     images = random_images(4, seed=4)
     masks = torch.from_numpy(make_masks(seed=0, n=4, size=CFG.image_size))
     options = dict(gamma="cosine", total_iter=4, choice_temperature=0.0)
-    batched = maskgit.inpaint(images, masks, **options)
+    batched = maskgit.inpaint(images, masks, maskgit.decode_settings(**options))
     template = TemplateMaskGit(CFG, maskgit.vqgan, maskgit.transformer).eval()
     for i in range(len(images)):
-        single = maskgit.inpaint(images[i:i + 1], masks[i:i + 1], **options)
+        single = maskgit.inpaint(images[i:i + 1], masks[i:i + 1], maskgit.decode_settings(**options))
         assert torch.equal(batched.trace.predictions[:, i], single.trace.predictions[:, 0])
         torch.testing.assert_close(batched.steps()[:, i], single.steps()[:, 0], rtol=0, atol=1e-5)
         course_steps = template.inpaint_one(images[i], masks[i], **options)   # (T, 3, H, W)

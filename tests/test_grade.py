@@ -3,6 +3,7 @@ monkeypatching, gets its named diagnosis (mutation tests). Instructor-only: the 
 does not ship this file (its buggy versions are near the solutions)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -133,6 +134,32 @@ def test_forward_returning_masked_targets(monkeypatch):
     assert "ORIGINAL ids as targets" in diagnosis("forward")
 
 
+def region_mask(count_from_all: bool, outside: bool):
+    """random_token_mask with one of two bugs of the training region (the cpu profile's holes)."""
+    def random_token_mask(self, batch, generator=None, gamma=None):
+        region = self.training_region(batch, generator)
+        gamma = self.gamma_func(gamma or self.config.train_gamma)
+        n = self.num_image_tokens
+        r = torch.rand(batch, generator=generator)
+        hideable = n if region is None or count_from_all else region.sum(1)
+        n_masked = torch.ceil(gamma(r) * hideable).long().clamp(1, n)
+        scores = torch.rand(batch, n, generator=generator)
+        if region is not None and not outside:
+            scores = scores.masked_fill(~region, 2.0)
+        return scores.argsort(1).argsort(1) < n_masked[:, None]
+    return random_token_mask
+
+
+def test_region_counted_from_all_tokens(monkeypatch):
+    monkeypatch.setattr(MaskGit, "random_token_mask", region_mask(count_from_all=True, outside=False))
+    assert "from the region's n tokens" in diagnosis("forward")
+
+
+def test_tokens_hidden_outside_the_region(monkeypatch):
+    monkeypatch.setattr(MaskGit, "random_token_mask", region_mask(count_from_all=False, outside=True))
+    assert "tokens outside the region were hidden" in diagnosis("forward")
+
+
 # ---- TODO2 step2: the training step
 
 def buggy_step(zero_grad=True, clip=True):
@@ -151,12 +178,12 @@ def buggy_step(zero_grad=True, clip=True):
 
 
 def test_step_without_zero_grad(monkeypatch):
-    monkeypatch.setattr("labkit.lab.training.mvtm_step", buggy_step(zero_grad=False))
+    monkeypatch.setattr("labkit.core.train.mvtm_step", buggy_step(zero_grad=False))
     assert "gradients accumulate" in diagnosis("train_step")
 
 
 def test_step_without_clipping(monkeypatch):
-    monkeypatch.setattr("labkit.lab.training.mvtm_step", buggy_step(clip=False))
+    monkeypatch.setattr("labkit.core.train.mvtm_step", buggy_step(clip=False))
     assert "clip it with nn.utils.clip_grad_norm_" in diagnosis("train_step")
 
 
@@ -165,31 +192,29 @@ def test_step_without_clipping(monkeypatch):
 def wrap_inpainting(monkeypatch, change):
     original = MaskGit.inpainting
 
-    def wrapped(self, token_ids, still_masked, n0, m_prev, t, total_iter, gamma, choice_temperature,
-                sample=False, generator=None):
-        return change(original, self, token_ids, still_masked, n0, m_prev, t, total_iter, gamma,
-                      choice_temperature, sample, generator)
+    def wrapped(self, token_ids, still_masked, n0, m_prev, t, settings, generator=None):
+        return change(original, self, token_ids, still_masked, n0, m_prev, t, settings, generator)
     monkeypatch.setattr(MaskGit, "inpainting", wrapped)
 
 
 def test_temperature_annealed_the_wrong_way(monkeypatch):
-    def growing(original, self, ids, still, n0, m_prev, t, T, gamma, c, sample, gen):
-        ratio = t / T
-        return original(self, ids, still, n0, m_prev, t, T, gamma, c * ratio / max(1 - ratio, 1e-9),
-                        sample, gen)                   # noise scaled by c * t/T
+    def growing(original, self, ids, still, n0, m_prev, t, settings, gen):
+        ratio = t / settings.total_iter                 # noise scaled by tau * t/T
+        tau = settings.choice_temperature * ratio / max(1 - ratio, 1e-9)
+        return original(self, ids, still, n0, m_prev, t, replace(settings, choice_temperature=tau), gen)
     wrap_inpainting(monkeypatch, growing)
     assert "must anneal to 0" in diagnosis("inpainting")
 
 
 def test_no_gumbel_noise(monkeypatch):
-    wrap_inpainting(monkeypatch, lambda original, self, ids, still, n0, m_prev, t, T, gamma, c, sample, gen:
-                    original(self, ids, still, n0, m_prev, t, T, gamma, 0.0, sample, gen))
+    wrap_inpainting(monkeypatch, lambda original, self, ids, still, n0, m_prev, t, settings, gen:
+                    original(self, ids, still, n0, m_prev, t, replace(settings, choice_temperature=0.0), gen))
     assert "add Gumbel noise" in diagnosis("inpainting")
 
 
 def test_count_from_the_current_count(monkeypatch):
-    wrap_inpainting(monkeypatch, lambda original, self, ids, still, n0, m_prev, t, T, gamma, c, sample, gen:
-                    original(self, ids, still, m_prev, m_prev, t, T, gamma, c, sample, gen))
+    wrap_inpainting(monkeypatch, lambda original, self, ids, still, n0, m_prev, t, settings, gen:
+                    original(self, ids, still, m_prev, m_prev, t, settings, gen))
     assert "instead of n0 = 40" in diagnosis("inpainting")
 
 
@@ -219,5 +244,5 @@ def test_require_names_the_missing_exercise(monkeypatch):
     with pytest.raises(ExerciseMissing) as caught:
         require("04")
     lines = caught.value._render_traceback_()
-    assert len(lines) == 1 and "TODO2 step1-2 (gamma_func, labkit/schedules.py" in lines[0]
+    assert len(lines) == 1 and "TODO2 step1-2 (gamma_func, labkit/core/schedules.py" in lines[0]
     assert "1 - r*2" in lines[0]

@@ -13,13 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from labkit import MaskGit, get_config, mvtm_loss
-from labkit.teaching.compare import (LossOnVisibleTokens, score_inpainting, spread_over_iterations,
+from labkit.teaching.compare import (N_SHOWN, LossOnVisibleTokens, score_inpainting, spread_over_iterations,
                             with_budget)
 from labkit.eval.scoring import pixel_scores
 from labkit.eval.fid import Extractor, frechet_distance
 from labkit.lab.pipeline import prepare_data, stage_mvtm, stage_tokenizer
 from labkit.lab.training import mvtm_name, train_mvtm
 from labkit.core.vqgan import VQGAN
+from labkit.lab.run import RunOptions
 
 CFG = get_config("smoke")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -65,8 +66,8 @@ def test_a_seed_other_than_the_profiles_trains_its_own_checkpoint_in_notebook_02
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))
     runs = tmp_path / "runs"
     splits = prepare_data(CFG, tmp_path / "data")
-    vqgan, _ = stage_tokenizer(CFG, splits, runs, progress=False)
-    stage_mvtm(CFG, vqgan, splits, runs, progress=False)       # the profile's run, seed 0: "mvtm"
+    vqgan, _ = stage_tokenizer(CFG, splits, runs, RunOptions(progress=False))
+    stage_mvtm(CFG, vqgan, splits, runs, RunOptions(progress=False))       # the profile's run, seed 0: "mvtm"
     seed0 = runs / "smoke" / "mvtm.safetensors"
     before = seed0.read_bytes()
     papermill.execute_notebook(str(NOTEBOOKS / "02_train_mvtm.ipynb"), str(tmp_path / "02.ipynb"),
@@ -121,18 +122,16 @@ def test_train_mvtm_trains_the_class_it_is_given_with_the_same_loop(tmp_path):
     tokens = torch.randint(0, CFG.num_codebook_vectors, (32, CFG.num_image_tokens))
     cfg = CFG.replace(mvtm_steps=2)
     vqgan = VQGAN(cfg)
-    model, history = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="bug",
-                                maskgit_class=LossOnVisibleTokens)
+    model, history = train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="bug", maskgit_class=LossOnVisibleTokens)
     assert type(model) is LossOnVisibleTokens
-    correct, correct_history = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="ok")
+    correct, correct_history = train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="ok")
     assert type(correct) is MaskGit
     # the same seed, batches and masks: only the loss differs, so the first step's loss does
     assert history[0]["loss"] != correct_history[0]["loss"]
-    reloaded, _ = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="bug",
-                             maskgit_class=LossOnVisibleTokens)              # the finished checkpoint
+    reloaded, _ = train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="bug", maskgit_class=LossOnVisibleTokens)              # the finished checkpoint
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
     with pytest.raises(TypeError, match="subclass of it"):
-        train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, name="x", maskgit_class=dict)
+        train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="x", maskgit_class=dict)
 
 
 # ----------------------------------------------------------------------------- scores after every t
@@ -151,20 +150,19 @@ def test_scores_after_every_iteration_match_the_decoding_and_the_distance():
     masks[:, :, 8:20, 4:24] = True
     extractor = _mean_colour_extractor()
     reference = extractor.features(images)
-    scores = score_inpainting(maskgit, images, masks, extractor, reference, gamma="linear", total_iter=3,
-                              seed=0, batch_size=n, n_shown=4)
+    settings = maskgit.decode_settings(gamma="linear", total_iter=3)
+    scores = score_inpainting(maskgit, images, masks, extractor, reference, settings, seed=0, batch_size=n)
     assert scores.hole_l1.shape == scores.hole_psnr.shape == (3, n) and scores.fd.shape == (3,)
-    assert scores.shown.shape == (3, 4, 3, CFG.image_size, CFG.image_size)
+    assert scores.shown.shape == (3, N_SHOWN, 3, CFG.image_size, CFG.image_size)
     # the same decoding, done by hand: the image after every t, its hole L1 and its distance
-    result = maskgit.inpaint(images, masks, gamma="linear", total_iter=3, generator=torch.Generator().manual_seed(0))
+    result = maskgit.inpaint(images, masks, settings, torch.Generator().manual_seed(0))
     for t, image in enumerate(result.steps(True), start=1):
         assert np.allclose(scores.per_image("hole_l1", t), pixel_scores(image, images, masks)["hole_l1"].numpy())
         assert scores.mean("FD_test", t) == pytest.approx(frechet_distance(extractor.features(image), reference))
     assert np.allclose(scores.features, extractor.features(result.steps(True)[-1]))
     assert scores.mean("hole_l1") == pytest.approx(float(scores.hole_l1[-1].mean()))
     # in batches, every image is still scored once
-    batched = score_inpainting(maskgit, images, masks, extractor, reference, gamma="linear", total_iter=3,
-                               seed=0, batch_size=5)
+    batched = score_inpainting(maskgit, images, masks, extractor, reference, settings, seed=0, batch_size=5)
     assert batched.hole_l1.shape == (3, n) and batched.features.shape == scores.features.shape
 
 

@@ -12,6 +12,8 @@ from labkit.data.datasets import split_seed
 from labkit.data.holes import make_masks
 from labkit.core.masks import pixel_to_token_mask, smooth_fill
 from labkit.core.schedules import FORMULAS
+from labkit.data.holes import TRAINING_HOLES
+from labkit.lab.training import build_maskgit
 
 CFG = get_config("smoke")
 
@@ -66,7 +68,7 @@ def test_square_is_not_one_of_the_common_mistakes():
 
 def test_one_registry_gives_the_names_and_the_formulas():
     assert SCHEDULES == tuple(FORMULAS) and MaskGit.gamma_func(MaskGit(CFG), "square")(0.5) == 0.75
-    assert maskgit_module.gamma_func is gamma_func and maskgit_module.SCHEDULES is SCHEDULES
+    assert maskgit_module.gamma_func is gamma_func
 
 
 def test_unknown_schedule_lists_the_valid_ones():
@@ -90,10 +92,10 @@ def test_training_mask_counts_follow_gamma_of_a_per_image_ratio(model):
 
 def test_hole_training_masks_stay_inside_brush_strokes_like_the_tests():
     cfg = CFG.replace(train_mask="holes")
-    holes_model = MaskGit(cfg)
+    holes_model = build_maskgit(cfg)
     mask = holes_model.random_token_mask(256, torch.Generator().manual_seed(1))
-    bank = holes_model._holes                                    # drawn on first use
-    assert bank.shape == (maskgit_module.HOLE_BANK, cfg.num_image_tokens)
+    bank = holes_model.training_holes
+    assert bank.shape == (TRAINING_HOLES, cfg.num_image_tokens)
     # every masked token lies in one of the bank's holes, and only a share gamma(r) of it
     inside = (mask[:, None, :] & ~bank[None]).sum(-1) == 0        # (B, bank): mask within hole k
     assert inside.any(dim=1).all()
@@ -105,7 +107,7 @@ def test_hole_training_masks_stay_inside_brush_strokes_like_the_tests():
     assert not (bank[:, None, :] == test[None]).all(-1).any()
     assert abs(bank.float().mean() - test.float().mean()) < 0.1
     # "mixed": some images are masked outside any hole (random_token_mask's masks)
-    mixed = MaskGit(CFG.replace(train_mask="mixed")).random_token_mask(256, torch.Generator().manual_seed(1))
+    mixed = build_maskgit(CFG.replace(train_mask="mixed")).random_token_mask(256, torch.Generator().manual_seed(1))
     outside = ~((mixed[:, None, :] & ~bank[None]).sum(-1) == 0).any(dim=1)
     assert 0.2 < outside.float().mean() < 0.8
 
@@ -152,8 +154,7 @@ def test_loss_variants():
 def test_decoding_rules(model, schedule, total_iter):
     z, token_mask = random_problem(seed=total_iter, min_masked=2)
     gen = torch.Generator().manual_seed(1)
-    trace = model.inpaint_tokens(z, token_mask, schedule, total_iter, choice_temperature=4.5,
-                                 generator=gen, sample=True)
+    trace = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma=schedule, total_iter=total_iter, choice_temperature=4.5, sample=True), gen)
     assert trace.predictions.shape == (total_iter, *z.shape)
     assert trace.still_masked.shape == (total_iter, *z.shape)
     gamma = gamma_func(schedule)
@@ -187,7 +188,7 @@ def test_mask_count_is_taken_from_n0_not_the_current_count(model):
     z = torch.zeros(1, n, dtype=torch.long)
     token_mask = torch.zeros(1, n, dtype=torch.bool)
     token_mask[0, :40] = True
-    trace = model.inpaint_tokens(z, token_mask, "linear", 4, choice_temperature=0.0)
+    trace = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="linear", total_iter=4, choice_temperature=0.0))
     assert trace.masked_counts()[:, 0].tolist() == [40, 30, 20, 10, 0]
 
 
@@ -211,8 +212,7 @@ def test_gumbel_noise_is_scaled_by_temperature_times_one_minus_t_over_T(monkeypa
     total_iter, temperature = 4, 4.5
     masks = {}
     for t in range(1, total_iter + 1):
-        _, new_mask, m_t = model.inpainting(token_ids, still, torch.tensor([n]), torch.tensor([n]),
-                                            t, total_iter, "linear", temperature)
+        _, new_mask, m_t = model.inpainting(token_ids, still, torch.tensor([n]), torch.tensor([n]), t, model.decode_settings(gamma="linear", total_iter=total_iter, choice_temperature=temperature))
         score = log_p + temperature * (1 - t / total_iter) * noise_preference
         expected = torch.zeros(1, n, dtype=torch.bool)
         expected[0, score[0].argsort()[: m_t.item()]] = True   # the least confident stay masked
@@ -226,36 +226,35 @@ def test_gumbel_noise_is_scaled_by_temperature_times_one_minus_t_over_T(monkeypa
 
 def test_temperature_zero_ignores_the_generator_and_noise_changes_the_order(model):
     z, token_mask = random_problem(seed=3, min_masked=3)
-    a = model.inpaint_tokens(z, token_mask, "cosine", 6, 0.0, torch.Generator().manual_seed(1))
-    b = model.inpaint_tokens(z, token_mask, "cosine", 6, 0.0, torch.Generator().manual_seed(2))
+    a = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=6, choice_temperature=0.0), torch.Generator().manual_seed(1))
+    b = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=6, choice_temperature=0.0), torch.Generator().manual_seed(2))
     assert torch.equal(a.still_masked, b.still_masked) and torch.equal(a.predictions, b.predictions)
-    c = model.inpaint_tokens(z, token_mask, "cosine", 6, 4.5, torch.Generator().manual_seed(1))
-    d = model.inpaint_tokens(z, token_mask, "cosine", 6, 4.5, torch.Generator().manual_seed(2))
+    c = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=6, choice_temperature=4.5), torch.Generator().manual_seed(1))
+    d = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=6, choice_temperature=4.5), torch.Generator().manual_seed(2))
     assert not torch.equal(c.still_masked, d.still_masked)
 
 
 @pytest.mark.parametrize("sample", [False, True])
 def test_same_seed_same_result(model, sample):
     z, token_mask = random_problem(seed=4, min_masked=3)
-    runs = [model.inpaint_tokens(z, token_mask, "cosine", 8, 4.5, torch.Generator().manual_seed(7),
-                                 sample=sample) for _ in range(2)]
+    runs = [model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=8, choice_temperature=4.5, sample=sample), torch.Generator().manual_seed(7)) for _ in range(2)]
     assert torch.equal(runs[0].predictions, runs[1].predictions)
     assert torch.equal(runs[0].still_masked, runs[1].still_masked)
 
 
 def test_batched_equals_one_image_at_a_time_without_noise(model):
     z, token_mask = random_problem(seed=5, min_masked=3)
-    batched = model.inpaint_tokens(z, token_mask, "square", 6, choice_temperature=0.0)
+    batched = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="square", total_iter=6, choice_temperature=0.0))
     for i in range(z.shape[0]):
-        single = model.inpaint_tokens(z[i:i + 1], token_mask[i:i + 1], "square", 6, 0.0)
+        single = model.inpaint_tokens(z[i:i + 1], token_mask[i:i + 1], model.decode_settings(gamma="square", total_iter=6, choice_temperature=0.0))
         assert torch.equal(single.predictions[:, 0], batched.predictions[:, i])
         assert torch.equal(single.still_masked[:, 0], batched.still_masked[:, i])
 
 
 def test_sweet_spot_is_a_prefix_of_the_full_run(model):
     z, token_mask = random_problem(seed=6, min_masked=3)
-    full = model.inpaint_tokens(z, token_mask, "cosine", 8, 0.0)
-    early = model.inpaint_tokens(z, token_mask, "cosine", 8, 0.0, sweet_spot=3)
+    full = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=8, choice_temperature=0.0))
+    early = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="cosine", total_iter=8, choice_temperature=0.0, sweet_spot=3))
     assert len(early) == 3
     assert torch.equal(early.predictions, full.predictions[:3])
 
@@ -267,7 +266,7 @@ def test_inpaint_pixels_composite_and_shapes(model):
     images = torch.rand(3, 3, size, size, generator=g)
     masks = torch.zeros(3, size, size, dtype=torch.bool)
     masks[:, 4:13, 6:20] = True
-    result = model.inpaint(images, masks, "cosine", 4, sweet_spot=2)
+    result = model.inpaint(images, masks, model.decode_settings(gamma="cosine", total_iter=4, sweet_spot=2))
     assert result.raw_steps.shape == (2, 3, 3, size, size)
     out = result.images
     keep = ~masks[:, None].expand_as(images)
@@ -284,23 +283,21 @@ def test_decoding_only_the_last_step_gives_the_same_final_image(model):
     images = torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(1))
     masks = torch.zeros(5, size, size, dtype=torch.bool)
     masks[:, 8:24, 4:16] = True
-    every = model.inpaint(images, masks, "cosine", 4, choice_temperature=0.0, decode_batch=3)
-    last = model.inpaint(images, masks, "cosine", 4, choice_temperature=0.0, decode_every_step=False)
+    every = model.inpaint(images, masks, model.decode_settings(gamma="cosine", total_iter=4, choice_temperature=0.0))
+    last = model.inpaint(images, masks, model.decode_settings(gamma="cosine", total_iter=4, choice_temperature=0.0), decode_every_step=False)
     assert last.raw_steps.shape == (1, 5, 3, size, size)
     torch.testing.assert_close(last.images, every.images)
 
 
 def test_inpainting_is_one_iteration_of_inpaint_tokens(model):
     z, token_mask = random_problem(seed=8, min_masked=3)
-    trace = model.inpaint_tokens(z, token_mask, "square", 5, 4.5, torch.Generator().manual_seed(3),
-                                 sample=True)
+    trace = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="square", total_iter=5, choice_temperature=4.5, sample=True), torch.Generator().manual_seed(3))
     generator = torch.Generator().manual_seed(3)
     still = token_mask.clone()
     n0 = still.sum(1)
     m_prev, ids = n0.clone(), z.masked_fill(token_mask, CFG.mask_token_id)
     for t in range(1, 6):
-        prediction, still, m_prev = model.inpainting(ids, still, n0, m_prev, t, 5, "square", 4.5,
-                                                     sample=True, generator=generator)
+        prediction, still, m_prev = model.inpainting(ids, still, n0, m_prev, t, model.decode_settings(gamma="square", total_iter=5, choice_temperature=4.5, sample=True), generator)
         assert torch.equal(prediction, trace.predictions[t - 1])
         assert torch.equal(still, trace.still_masked[t - 1])
         assert torch.equal(m_prev, still.sum(1))
@@ -316,9 +313,8 @@ def test_decoding_defaults_are_the_configs_and_are_recorded():
     trace = model.inpaint_tokens(z, token_mask, generator=torch.Generator().manual_seed(1))
     assert len(trace) == 3
     assert trace.settings.to_dict() == dict(gamma="linear", total_iter=5, sweet_spot=3,
-                                            choice_temperature=2.0, sample=False)
-    explicit = model.inpaint_tokens(z, token_mask, "linear", 5, 2.0, torch.Generator().manual_seed(1),
-                                    sweet_spot=3)
+                                            choice_temperature=2.0, sample=False, fill=0.5)
+    explicit = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="linear", total_iter=5, choice_temperature=2.0, sweet_spot=3), torch.Generator().manual_seed(1))
     assert torch.equal(trace.predictions, explicit.predictions)
     # the config's t* belongs to its T: another T runs to its end unless t* is given
     assert model.decode_settings(total_iter=8).sweet_spot == 8
@@ -345,14 +341,15 @@ def test_the_smoke_profiles_total_iter_has_effect(model):
     (dict(fill=1.5), r"fill=1.5: expected .* in \[0, 1\]"),
     (dict(fill=float("nan")), r"fill=nan"),
     (dict(fill="blur"), r"fill='blur': expected .* or \"smooth\""),
-    (dict(decode_batch=0), r"decode_batch=0: expected an integer >= 1"),
 ])
 def test_bad_decoding_arguments(model, kwargs, match):
-    size = CFG.image_size
-    images = torch.rand(2, 3, size, size)
-    masks = torch.zeros(2, size, size, dtype=torch.bool)
     with pytest.raises(ValueError, match=match):
-        model.inpaint(images, masks, **kwargs)
+        model.decode_settings(**kwargs)
+
+
+def test_a_model_trained_on_holes_needs_its_holes():
+    with pytest.raises(ValueError, match="build_maskgit"):
+        MaskGit(CFG.replace(train_mask="holes")).random_token_mask(4)
 
 
 def test_a_smooth_fill_is_what_gets_encoded(model):
@@ -361,7 +358,7 @@ def test_a_smooth_fill_is_what_gets_encoded(model):
     masks = torch.zeros(2, size, size, dtype=torch.bool)
     masks[:, 5:12, :] = True
     generator = torch.Generator().manual_seed(0)
-    result = model.inpaint(images, masks, fill="smooth", generator=generator)
+    result = model.inpaint(images, masks, model.decode_settings(fill="smooth"), generator)
     filled = smooth_fill(images, masks)
     assert torch.equal(result.masked_input, filled)
     expected = model.inpaint_tokens(model.encode_to_z(filled)[1], pixel_to_token_mask(masks, CFG.downsample),
@@ -390,9 +387,9 @@ def test_float64_images_numpy_or_torch_give_the_float32_result(model):
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     masks = torch.zeros(2, 32, 32, dtype=torch.bool)
     masks[:, 8:20, 8:20] = True
-    expected = model.inpaint(images, masks, choice_temperature=0.0).images
+    expected = model.inpaint(images, masks, model.decode_settings(choice_temperature=0.0)).images
     for doubles in (images.double(), images.double().numpy()):
-        result = model.inpaint(doubles, masks, choice_temperature=0.0)
+        result = model.inpaint(doubles, masks, model.decode_settings(choice_temperature=0.0))
         assert result.images.dtype == torch.float32
         torch.testing.assert_close(result.images, expected, rtol=0, atol=1e-6)
 
@@ -417,7 +414,7 @@ def test_the_decoding_figure_draws_the_schedule_the_result_was_decoded_with(mode
     size = CFG.image_size
     masks = torch.zeros(2, size, size, dtype=torch.bool)
     masks[:, 4:20, 4:20] = True
-    result = model.inpaint(torch.rand(2, 3, size, size), masks, gamma="square", total_iter=6, sweet_spot=4)
+    result = model.inpaint(torch.rand(2, 3, size, size), masks, model.decode_settings(gamma="square", total_iter=6, sweet_spot=4))
     fig = plot_decoding_step(result, 2, index=1)
     labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
     assert "floor(gamma(t/T) n0), square" in labels

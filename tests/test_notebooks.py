@@ -141,8 +141,7 @@ def _small_result():
     masks = torch.zeros(2, 1, cfg.image_size, cfg.image_size, dtype=torch.bool)
     masks[0, :, :12, :20] = True
     masks[1, :, 10:30, 4:9] = True
-    return maskgit.inpaint(images, masks, gamma="cosine", total_iter=4,
-                           generator=torch.Generator().manual_seed(0))
+    return maskgit.inpaint(images, masks, maskgit.decode_settings(gamma="cosine", total_iter=4), torch.Generator().manual_seed(0))
 
 
 def test_decoding_states_follow_every_token_through_the_trace():

@@ -99,7 +99,7 @@ def test_wrong_squares_give_negative_or_sqrt_ratios():
 
 def test_decoding_with_the_wrong_square_reveals_the_hole_by_half_time(maskgit, cfg):
     z, hole = hole_of(cfg)
-    counts = {variant: pitfalls.inject(variant, maskgit).inpaint_tokens(z, hole, gamma="square", total_iter=T)
+    counts = {variant: pitfalls.inject(variant, maskgit).inpaint_tokens(z, hole, pitfalls.inject(variant, maskgit).decode_settings(gamma="square", total_iter=T))
               .masked_counts()[:, 0].tolist() for variant in (MaskGit, pitfalls.SquareTimesTwo, pitfalls.SquareAsSqrt)}
     n0 = int(hole[0].sum())
     assert counts[MaskGit][T // 2] == math.floor((1 - 0.25) * n0) > 0
@@ -107,8 +107,8 @@ def test_decoding_with_the_wrong_square_reveals_the_hole_by_half_time(maskgit, c
     assert counts[pitfalls.SquareTimesTwo][1] == math.floor((1 - 2 / T) * n0)
     assert counts[pitfalls.SquareAsSqrt][1] == math.floor((1 - math.sqrt(1 / T)) * n0) < counts[MaskGit][1]
     # other schedules are left alone
-    other = pitfalls.inject(pitfalls.SquareTimesTwo, maskgit).inpaint_tokens(z, hole, gamma="cosine", total_iter=T)
-    assert torch.equal(other.masked_counts(), maskgit.inpaint_tokens(z, hole, gamma="cosine", total_iter=T).masked_counts())
+    other = pitfalls.inject(pitfalls.SquareTimesTwo, maskgit).inpaint_tokens(z, hole, pitfalls.inject(pitfalls.SquareTimesTwo, maskgit).decode_settings(gamma="cosine", total_iter=T))
+    assert torch.equal(other.masked_counts(), maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(gamma="cosine", total_iter=T)).masked_counts())
 
 
 # ----------------------------------------------------------------------------- 4: the Gumbel noise
@@ -124,8 +124,7 @@ def one_iteration(model, cfg, t, total_iter, temperature):
     z, hole = hole_of(cfg, batch=1)
     n0 = hole.sum(1)
     ids = z.masked_fill(hole, cfg.mask_token_id)
-    return model.inpainting(ids, hole, n0, n0, t, total_iter, "linear", temperature,
-                            generator=torch.Generator().manual_seed(0))
+    return model.inpainting(ids, hole, n0, n0, t, model.decode_settings(gamma="linear", total_iter=total_iter, choice_temperature=temperature), torch.Generator().manual_seed(0))
 
 
 def revealed_most_confident(new_mask):
@@ -137,8 +136,8 @@ def revealed_most_confident(new_mask):
 
 def test_reranked_without_a_bug_decodes_like_the_correct_code(maskgit, cfg):
     z, hole = hole_of(cfg, start=10, stop=50)
-    plain = maskgit.inpaint_tokens(z, hole, total_iter=T, choice_temperature=0)
-    again = pitfalls.inject(pitfalls.Reranked, maskgit).inpaint_tokens(z, hole, total_iter=T, choice_temperature=0)
+    plain = maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(total_iter=T, choice_temperature=0))
+    again = pitfalls.inject(pitfalls.Reranked, maskgit).inpaint_tokens(z, hole, pitfalls.inject(pitfalls.Reranked, maskgit).decode_settings(total_iter=T, choice_temperature=0))
     assert torch.equal(plain.still_masked, again.still_masked)
     assert torch.equal(plain.predictions, again.predictions)
 
@@ -186,9 +185,8 @@ def test_counting_from_the_current_count_shrinks_geometrically(maskgit, cfg, gam
     z, hole = hole_of(cfg)
     n0 = int(hole[0].sum())
     schedule = gamma_func(gamma)
-    good = maskgit.inpaint_tokens(z, hole, gamma=gamma, total_iter=T).masked_counts()[:, 0].tolist()
-    bad = pitfalls.inject(pitfalls.CountFromCurrent, maskgit).inpaint_tokens(
-        z, hole, gamma=gamma, total_iter=T).masked_counts()[:, 0].tolist()
+    good = maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(gamma=gamma, total_iter=T)).masked_counts()[:, 0].tolist()
+    bad = pitfalls.inject(pitfalls.CountFromCurrent, maskgit).inpaint_tokens(z, hole, pitfalls.inject(pitfalls.CountFromCurrent, maskgit).decode_settings(gamma=gamma, total_iter=T)).masked_counts()[:, 0].tolist()
     assert good == expected_counts(n0, schedule, T, from_current=False)
     assert bad == expected_counts(n0, schedule, T, from_current=True)
     assert bad != good
@@ -200,13 +198,13 @@ def test_counting_from_the_current_count_shrinks_geometrically(maskgit, cfg, gam
 def test_unpinned_known_tokens_drift_and_pinned_ones_never_do(maskgit, cfg, confident):
     transformer, _ = confident                # always guesses token 0, which z never holds
     z, hole = hole_of(cfg, start=20, stop=40)
-    good = pitfalls.inject(MaskGit, maskgit, transformer).inpaint_tokens(z, hole, total_iter=T)
-    bad = pitfalls.inject(pitfalls.KnownNotPinned, maskgit, transformer).inpaint_tokens(z, hole, total_iter=T)
+    good = pitfalls.inject(MaskGit, maskgit, transformer).inpaint_tokens(z, hole, pitfalls.inject(MaskGit, maskgit, transformer).decode_settings(total_iter=T))
+    bad = pitfalls.inject(pitfalls.KnownNotPinned, maskgit, transformer).inpaint_tokens(z, hole, pitfalls.inject(pitfalls.KnownNotPinned, maskgit, transformer).decode_settings(total_iter=T))
     assert torch.equal(pitfalls.known_tokens_changed(good, z), torch.zeros(T, dtype=torch.float64))
     assert bool((pitfalls.known_tokens_changed(bad, z) == 1).all())     # every known token overwritten
     assert torch.equal(bad.masked_counts(), good.masked_counts())        # the counts are not the bug
     # with the real (random) model too: the correct decoder keeps every known token, at every t
-    real = maskgit.inpaint_tokens(z, hole, total_iter=T)
+    real = maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(total_iter=T))
     assert bool((real.predictions[:, ~hole] == z[~hole]).all())
 
 
@@ -224,7 +222,7 @@ def test_mask_id_in_the_softmax_can_be_chosen_and_breaks_the_decoder(maskgit, cf
 
     # make [MASK] the most likely id: a trained model can put enough mass there to be sampled
     strong = MaskGit(cfg, maskgit.vqgan, pitfalls.MaskIdInSoftmax(_copy_with_bias(maskgit.transformer, -1e4)))
-    trace = strong.inpaint_tokens(z, hole, total_iter=4)
+    trace = strong.inpaint_tokens(z, hole, strong.decode_settings(total_iter=4))
     final = trace.predictions[-1]
     assert bool((final[hole] == cfg.mask_token_id).all())
     assert "IndexError" in pitfalls.decode_error(maskgit, final)
@@ -232,7 +230,7 @@ def test_mask_id_in_the_softmax_can_be_chosen_and_breaks_the_decoder(maskgit, cf
     patch = cfg.downsample
     assert torch.allclose(marked[0, :, :patch, :patch], torch.tensor([1.0, 0.0, 1.0])[:, None, None].expand(3, patch, patch))
     # the correct output layer never offers the mask id, whatever the weights
-    correct = MaskGit(cfg, maskgit.vqgan, _copy_with_bias(maskgit.transformer, -1e4)).inpaint_tokens(z, hole, total_iter=4)
+    correct = MaskGit(cfg, maskgit.vqgan, _copy_with_bias(maskgit.transformer, -1e4)).inpaint_tokens(z, hole, MaskGit(cfg, maskgit.vqgan, _copy_with_bias(maskgit.transformer, -1e4)).decode_settings(total_iter=4))
     assert bool((correct.predictions < cfg.num_codebook_vectors).all())
     assert pitfalls.decode_error(maskgit, correct.predictions[-1]) is None
 
@@ -260,13 +258,12 @@ def test_paired_comparison_says_worse_better_or_within_noise():
 
 def test_greedy_agreement_is_one_without_noise_and_chance_is_below_one(maskgit, cfg):
     z, hole = hole_of(cfg, start=5, stop=45)
-    trace = maskgit.inpaint_tokens(z, hole, total_iter=T, choice_temperature=0)
+    trace = maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(total_iter=T, choice_temperature=0))
     agreement, chance = pitfalls.greedy_agreement(maskgit, trace, z)
     assert agreement.shape == chance.shape == (T, len(z))
     assert torch.equal(agreement, torch.ones_like(agreement))
     assert bool((chance[:-1] < 1).all()) and bool((chance[-1] == 1).all())   # at t = T all are revealed
-    noisy = maskgit.inpaint_tokens(z, hole, total_iter=T, choice_temperature=50,
-                                   generator=torch.Generator().manual_seed(0))
+    noisy = maskgit.inpaint_tokens(z, hole, maskgit.decode_settings(total_iter=T, choice_temperature=50), torch.Generator().manual_seed(0))
     assert pitfalls.greedy_agreement(maskgit, noisy, z)[0][:-1].mean() < 0.9
 
 

@@ -15,19 +15,21 @@ import torch
 from labkit import MaskGit, get_config, toy_cats
 from labkit.lab import pipeline
 from labkit.eval.catnet import CatNet, catnet_extractor
-from labkit.eval.scoring import METRICS, ROWS, inpaint_and_score, mean_scores, smooth_fill
+from labkit.core.frechet import frechet_distance, frechet_distance_batched as frechet
+from labkit.core.masks import smooth_fill
+from labkit.eval.scoring import BASELINES, METRICS, ROWS, inpaint_and_score, mean_scores
 from labkit.data.holes import make_masks
 from labkit.eval.metrics import masked_l1
 from labkit.lab.pipeline import evaluate_inpainting, format_table
-from labkit.eval.fid import frechet_distance
 from labkit.teaching.plots import plot_sweep
-from labkit.eval.sweep import BASELINES, COLUMNS, frechet, sweep
+from labkit.eval.sweep import COLUMNS, SweepPlan, sweep
+from labkit.lab.run import RunOptions
 from labkit.data.toycats import render_cats
 
 CFG = get_config("smoke")
 N = 12
 
-pytestmark = pytest.mark.filterwarnings("ignore::labkit.eval.fid.SmallSampleWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::labkit.core.frechet.SmallSampleWarning",
                                         "ignore::scipy.linalg.LinAlgWarning")
 
 
@@ -45,9 +47,7 @@ def setup():
 @pytest.fixture(scope="module")
 def result(setup):
     maskgit, net, images, masks, floor = setup
-    return sweep(maskgit, images, masks, schedules=("cosine", "linear"), total_iters=(1, 3),
-                 extractors=[catnet_extractor(net)], floor_images=floor, catnet=net,
-                 chunk_size=N, seed=7, progress=False)
+    return sweep(maskgit, images, masks, plan=SweepPlan(schedules=("cosine", "linear"), total_iters=(1, 3), seed=7, chunk_size=N), extractors=[catnet_extractor(net)], floor_images=floor, catnet=net, progress=False)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
@@ -59,8 +59,7 @@ def test_every_t_scores_like_stopping_there(setup, result, schedule):
                           metric="FD_catnet") for t in (1, 2, 3)]
     assert len(set(per_t)) == 3                 # the images really differ from t to t
     for t in (1, 2, 3):
-        stopped = maskgit.inpaint(images, masks, gamma=schedule, total_iter=3, sweet_spot=t,
-                                  generator=torch.Generator().manual_seed(7))
+        stopped = maskgit.inpaint(images, masks, maskgit.decode_settings(gamma=schedule, total_iter=3, sweet_spot=t), torch.Generator().manual_seed(7))
         for composite in (False, True):
             decoded = stopped.steps(composite)[-1]
             where = dict(method="maskgit", schedule=schedule, T=3, t=t, composite=composite)
@@ -75,13 +74,12 @@ def test_each_setting_is_decoded_once(setup, monkeypatch):
     calls = []
     original = MaskGit.inpaint
 
-    def counting(self, *args, **kwargs):
-        calls.append(kwargs.get("total_iter"))
-        return original(self, *args, **kwargs)
+    def counting(self, images, masks, settings, *args, **kwargs):
+        calls.append(settings.total_iter)
+        return original(self, images, masks, settings, *args, **kwargs)
 
     monkeypatch.setattr(MaskGit, "inpaint", counting)
-    sweep(maskgit, images, masks, schedules=("cosine", "square"), total_iters=(2, 4),
-          extractors=[catnet_extractor(net)], chunk_size=8, progress=False)
+    sweep(maskgit, images, masks, plan=SweepPlan(schedules=("cosine", "square"), total_iters=(2, 4), chunk_size=8), extractors=[catnet_extractor(net)], progress=False)
     # 2 chunks x (the one-shot baseline + 2 schedules x 2 values of T), never once per t
     assert sorted(calls) == sorted([1, 2, 4, 2, 4] * 2)
 
@@ -92,7 +90,7 @@ def test_baselines_and_floor_are_in_the_table(setup, result):
     assert methods == {"maskgit", "real_vs_real", *BASELINES}
     # T = 1 is the one-shot baseline, scored once (it is the same for every schedule)
     assert not result.select(method="maskgit", T=1)
-    one_shot = maskgit.inpaint(images, masks, total_iter=1).steps(False)[-1]
+    one_shot = maskgit.inpaint(images, masks, maskgit.decode_settings(total_iter=1)).steps(False)[-1]
     assert result.value(method="one_shot", metric="hole_l1", composite=False) == pytest.approx(
         float(masked_l1(one_shot, images, masks).mean()), rel=1e-6)
     grey_error = float(masked_l1(torch.full_like(images, 0.5), images, masks).mean())
@@ -126,15 +124,16 @@ def test_csv_and_best_settings(result, tmp_path):
 # ---------------------------------------------------------------- the one inpaint-and-score routine
 def test_inpaint_and_score_rows_and_metric_names(setup):
     maskgit, _, images, masks, _ = setup
-    scored = inpaint_and_score(maskgit, images, masks, choice_temperature=0.0)
-    assert list(scored.rows) == list(ROWS)
-    result = maskgit.inpaint(images, masks, choice_temperature=0.0)
+    scored, = inpaint_and_score(maskgit, images, masks, maskgit.decode_settings(choice_temperature=0.0))
+    assert list(scored.rows) == list(ROWS) and scored.index == slice(0, N)
+    result = maskgit.inpaint(images, masks, maskgit.decode_settings(choice_temperature=0.0))
     assert torch.equal(scored.rows["maskgit"], result.images)
     assert torch.equal(scored.rows["maskgit_raw"], result.raw_steps[-1])
     assert torch.equal(scored.rows["masked_input"], result.masked_input)
     ceiling = maskgit.vqgan.decode_indices(maskgit.encode_to_z(images)[1])
     assert torch.equal(scored.rows["tokenizer_ceiling"], ceiling)
     assert torch.equal(scored.rows["smooth_fill"], smooth_fill(images, masks))
+    assert torch.equal(scored.rows["one_shot"], result.steps(True)[0])      # the first iteration
     assert scored.settings == maskgit.decode_settings(choice_temperature=0.0)
     scores = scored.scores()
     assert all(set(row) == set(METRICS) for row in scores.values())
@@ -145,7 +144,8 @@ def test_inpaint_and_score_rows_and_metric_names(setup):
     torch.testing.assert_close(scores["maskgit"]["image_l1"] * hole[0].numel(),
                                scores["maskgit"]["hole_l1"] * hole.flatten(1).sum(1))
     assert torch.equal(scores["maskgit"]["hole_l1"], scores["maskgit_raw"]["hole_l1"])
-    only = inpaint_and_score(maskgit, images, masks, choice_temperature=0.0, baselines=False)
+    only, = inpaint_and_score(maskgit, images, masks, maskgit.decode_settings(choice_temperature=0.0),
+                              baselines=False)
     assert list(only.rows) == ["maskgit", "maskgit_raw"]
 
 
@@ -172,9 +172,11 @@ def test_smooth_fill_keeps_the_known_pixels_and_interpolates_the_hole():
 
 def test_mean_scores_pool_the_images_of_every_batch(setup):
     maskgit, _, images, masks, _ = setup
-    whole = mean_scores([inpaint_and_score(maskgit, images, masks, choice_temperature=0.0)])
-    parts = mean_scores([inpaint_and_score(maskgit, images[i:i + 5], masks[i:i + 5], choice_temperature=0.0)
-                         for i in range(0, N, 5)])
+    settings = maskgit.decode_settings(choice_temperature=0.0)
+    whole = mean_scores(list(inpaint_and_score(maskgit, images, masks, settings)))
+    parts = list(inpaint_and_score(maskgit, images, masks, settings, batch_size=5))
+    assert [scored.index for scored in parts] == [slice(0, 5), slice(5, 10), slice(10, N)]
+    parts = mean_scores(parts)
     for row in ROWS:
         for metric in METRICS:
             assert parts[row][metric] == pytest.approx(whole[row][metric], rel=1e-5)
@@ -187,7 +189,7 @@ def test_pipeline_evaluation_records_its_settings_and_rows(tmp_path):
     test = toy_cats(cfg, "test", root=tmp_path / "data", progress=False)
     summary = evaluate_inpainting(cfg, maskgit, test, tmp_path / "runs", batch_size=6, progress=False)
     assert summary["settings"] == dict(gamma="square", total_iter=4, sweet_spot=3,
-                                       choice_temperature=1.5, sample=False)
+                                       choice_temperature=1.5, sample=False, fill=0.5)
     assert set(summary["rows"]) == set(ROWS) and summary["n_images"] == len(test)
     assert summary["rows"]["masked_input"]["hole_l1"] > 0
     hole_l1 = {row: scores["hole_l1"] for row, scores in summary["rows"].items()}
@@ -204,18 +206,19 @@ def test_fresh_trains_from_scratch(monkeypatch, tmp_path, fresh):
     seen = {}
 
     def fake_train(name):
-        def train(*args, resume=True, **kwargs):
-            seen[name] = (resume, args[-1])             # the run folder comes last
+        def train(*args, **kwargs):
+            seen[name] = (args[-1].resume, args[-2])      # (..., run folder, options)
             raise StopIteration                     # enough: the call is what is checked
         return train
 
     monkeypatch.setattr(pipeline, "train_vqgan", fake_train("vqgan"))
     monkeypatch.setattr(pipeline, "train_mvtm", fake_train("mvtm"))
     with pytest.raises(StopIteration):
-        pipeline.stage_tokenizer(CFG, {"train": None}, tmp_path, fresh=fresh)
+        pipeline.stage_tokenizer(CFG, {"train": None}, tmp_path, RunOptions(resume=not fresh))
     monkeypatch.setattr(pipeline, "extract_tokens", lambda *args, **kwargs: None)
     with pytest.raises(StopIteration):
-        pipeline.stage_mvtm(CFG, None, {"train": None, "val": None}, tmp_path, progress=False, fresh=fresh)
+        pipeline.stage_mvtm(CFG, None, {"train": None, "val": None}, tmp_path,
+                            RunOptions(progress=False, resume=not fresh))
     assert seen == {"vqgan": (not fresh, tmp_path / "smoke"), "mvtm": (not fresh, tmp_path / "smoke")}
 
 
@@ -229,20 +232,6 @@ def test_decoded_rows_record_how_they_were_decoded(setup, result):
 
 
 # ---------------------------------------------------------------- noise: per-image scores
-def test_frechet_is_labkits_frechet_distance_batched():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(80, 6))
-    b = rng.normal(1.0, 2.0, size=(60, 6))
-    a[:, 2] = 0.0                                   # a dead feature: a singular covariance
-    assert float(frechet(a, b)) == pytest.approx(frechet_distance(a, b), rel=1e-6)
-    few = rng.normal(size=(5, 6))                   # fewer images than features
-    assert float(frechet(few, b)) == pytest.approx(frechet_distance(few, b), rel=1e-5)
-    batch = frechet(np.stack([a[:60], b]), np.stack([b, a[:60]]))     # (2,)
-    assert batch.shape == (2,)
-    assert float(batch[0]) == pytest.approx(float(frechet(a[:60], b)), rel=1e-9)
-    assert float(batch[1]) == pytest.approx(float(batch[0]), rel=1e-9)   # symmetric
-
-
 def test_per_image_scores_give_back_every_row(result):
     where = dict(schedule="cosine", T=3, t=2, composite=False)
     values = result.scores("hole_l1", **where)
@@ -295,9 +284,7 @@ def test_standard_errors_resample_images_and_reference_together(result):
 
 def test_a_sweet_spot_stops_the_rows_there_and_keeps_their_numbers(setup, result):
     maskgit, net, images, masks, _ = setup
-    stopped = sweep(maskgit, images, masks, schedules=("linear",), total_iters=(3,),
-                    extractors=[catnet_extractor(net)], catnet=net, chunk_size=N, seed=7,
-                    sweet_spot=2, baselines=False, progress=False)
+    stopped = sweep(maskgit, images, masks, plan=SweepPlan(schedules=("linear",), total_iters=(3,), sweet_spot=2, baselines=False, seed=7, chunk_size=N), extractors=[catnet_extractor(net)], catnet=net, progress=False)
     assert sorted({row["t"] for row in stopped.rows}) == [1, 2]
     for t in (1, 2):
         for metric in ("FD_catnet", "hole_l1"):
@@ -305,7 +292,7 @@ def test_a_sweet_spot_stops_the_rows_there_and_keeps_their_numbers(setup, result
             assert stopped.value(**where) == pytest.approx(result.value(**where), rel=1e-6)
     assert "stopped at t* = 2" in stopped.table("hole_l1")
     with pytest.raises(ValueError, match="sweet_spot"):
-        sweep(maskgit, images, masks, total_iters=(3,), sweet_spot=0, progress=False)
+        sweep(maskgit, images, masks, plan=SweepPlan(total_iters=(3,), sweet_spot=0), progress=False)
 
 
 def test_plot_sweep_is_linear_zoomed_to_the_curves_with_error_bars(result):

@@ -10,16 +10,18 @@ import pytest
 import torch
 
 import labkit.lab.run as run_module
+import labkit.core.train as core_train
 import labkit.lab.training as train_module
 from labkit import CheckpointError, MaskGit, get_config
-from labkit.lab.checkpoint import load_checkpoint, read_header, save_checkpoint
-from labkit.eval.metrics import masked_l1, masked_psnr, masked_token_accuracy
-from labkit.lab.run import (DataMismatchError, RecipeMismatchError, RunFolderError, TrainingInterrupted,
-                        UnfinishedStageError)
-from labkit.lab.training import (extract_tokens, load_maskgit, load_vqgan, lr_at, run_dir, train_mvtm,
-                          train_vqgan)
-from labkit.lab.utils import fingerprint, runs_root
+from labkit.core.train import lr_at
 from labkit.core.vqgan import VQGAN
+from labkit.eval.metrics import masked_l1, masked_psnr, masked_token_accuracy
+from labkit.lab.checkpoint import load_checkpoint, read_header, save_checkpoint
+from labkit.lab.run import (DataMismatchError, RecipeMismatchError, RunFolderError, RunOptions,
+                            TrainingInterrupted, UnfinishedStageError)
+from labkit.lab.training import (extract_tokens, load_maskgit, load_vqgan, run_dir, train_mvtm,
+                                 train_vqgan)
+from labkit.lab.utils import fingerprint, runs_root
 
 CFG = get_config("smoke")
 N = CFG.num_image_tokens
@@ -57,7 +59,7 @@ def vqgan():
 
 def test_vqgan_reconstruction_loss_falls_on_a_fixed_batch(tmp_path):
     cfg = CFG.replace(vq_steps=40, vq_lr=5e-3)
-    _, history = train_vqgan(cfg, smooth_images(8), tmp_path, progress=False)
+    _, history = train_vqgan(cfg, smooth_images(8), tmp_path, RunOptions(progress=False))
     assert [entry["step"] for entry in history] == list(range(5, 41, 5))
     assert history[-1]["l1"] < 0.7 * history[0]["l1"]
     assert 0 < history[-1]["used_fraction"] <= 1
@@ -65,7 +67,7 @@ def test_vqgan_reconstruction_loss_falls_on_a_fixed_batch(tmp_path):
 
 def test_mvtm_overfits_a_fixed_batch(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=100, log_every=10, label_smoothing=0.0, mvtm_lr=1e-2)
-    _, history = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    _, history = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert history[-1]["accuracy"] > history[0]["accuracy"] + 0.4
 
@@ -74,7 +76,7 @@ def test_lr_schedule_warms_up_then_decays_to_a_floor():
     lrs = [lr_at(step, 1.0, warmup=10, total=110) for step in range(110)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))                 # never rises again
-    assert lrs[-1] == pytest.approx(train_module.MIN_LR_RATIO, abs=1e-3)   # not zero
+    assert lrs[-1] == pytest.approx(core_train.MIN_LR_RATIO, abs=1e-3)   # not zero
 
 
 @pytest.mark.parametrize("floor", [0.0, 0.3, 1.0])
@@ -102,18 +104,18 @@ def test_lr_hold_keeps_the_peak_then_fits_the_whole_cosine_into_the_rest():
 def test_the_transformer_follows_the_configs_lr_floor(tmp_path, monkeypatch):
     seen = []
 
-    def recording(step, peak, warmup, total, floor=train_module.MIN_LR_RATIO, hold=0.0):
+    def recording(step, peak, warmup, total, floor=core_train.MIN_LR_RATIO, hold=0.0):
         seen.append((floor, hold))
         return lr_at(step, peak, warmup, total, floor, hold)
-    monkeypatch.setattr(train_module, "lr_at", recording)
+    monkeypatch.setattr(core_train, "lr_at", recording)
     cfg = CFG.replace(mvtm_steps=2, mvtm_lr_floor=0.0, mvtm_lr_hold=0.5)
-    train_mvtm(cfg, VQGAN(cfg), structured_tokens(), tmp_path, progress=False)
+    train_mvtm(cfg, VQGAN(cfg), structured_tokens(), tmp_path, RunOptions(progress=False))
     assert seen == [(0.0, 0.5), (0.0, 0.5)]
 
 
 def test_weight_decay_only_on_linear_and_conv_weights():
     model = MaskGit(CFG).transformer
-    decayed, plain = train_module.make_optimizer(model, 1e-3, CFG, torch.device("cpu")).param_groups
+    decayed, plain = core_train.make_optimizer(model, 1e-3, CFG, torch.device("cpu")).param_groups
     assert decayed["weight_decay"] == CFG.weight_decay and plain["weight_decay"] == 0
     plain_ids = {id(p) for p in plain["params"]}
     assert id(model.tok_emb.weight) in plain_ids and id(model.pos_emb) in plain_ids
@@ -126,9 +128,9 @@ def test_weight_decay_only_on_linear_and_conv_weights():
 def test_same_seed_same_results(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=12)
     tokens = structured_tokens()
-    a, history_a = train_mvtm(cfg, vqgan, tokens, tmp_path / "a", progress=False)
-    b, history_b = train_mvtm(cfg, vqgan, tokens, tmp_path / "b", progress=False)
-    c, _ = train_mvtm(cfg.replace(seed=1), vqgan, tokens, tmp_path / "c", progress=False)
+    a, history_a = train_mvtm(cfg, vqgan, tokens, tmp_path / "a", RunOptions(progress=False))
+    b, history_b = train_mvtm(cfg, vqgan, tokens, tmp_path / "b", RunOptions(progress=False))
+    c, _ = train_mvtm(cfg.replace(seed=1), vqgan, tokens, tmp_path / "c", RunOptions(progress=False))
     assert same_weights(a, b) and without_time(history_a) == without_time(history_b)
     assert not same_weights(a, c)
 
@@ -138,11 +140,12 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, vqgan, stage):
     # stop at step 13: not a checkpoint step (ckpt_every=10) nor a log step (log_every=5)
     if stage == "vqgan":
         cfg = CFG.replace(vq_steps=22)
-        run = lambda folder, **kw: train_vqgan(cfg, smooth_images(), folder, progress=False, **kw)  # noqa: E731
+        run = lambda folder, **kw: train_vqgan(cfg, smooth_images(), folder,  # noqa: E731
+                                               RunOptions(progress=False, **kw))
     else:
         cfg = CFG.replace(mvtm_steps=22, dropout=0.1)           # dropout: the global RNG matters too
         run = lambda folder, **kw: train_mvtm(cfg, vqgan, structured_tokens(), folder,  # noqa: E731
-                                              progress=False, val_tokens=structured_tokens(4), **kw)
+                                              RunOptions(progress=False, **kw), val_tokens=structured_tokens(4))
     full, full_history = run(tmp_path / "full")
     _, part_history = run(tmp_path / "resumed", stop_after=13)
     assert part_history[-1]["step"] == 10
@@ -154,7 +157,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, vqgan, stage):
 
 def press_ctrl_c(monkeypatch, at_step, times=1):
     """Press Ctrl-C ``times`` times while stage 2 runs its (0-based) step ``at_step``."""
-    original = train_module.lr_at
+    original = core_train.lr_at
 
     def lr_with_ctrl_c(step, *args):
         if step == at_step:
@@ -162,20 +165,20 @@ def press_ctrl_c(monkeypatch, at_step, times=1):
                 signal.raise_signal(signal.SIGINT)
         return original(step, *args)
 
-    monkeypatch.setattr(train_module, "lr_at", lr_with_ctrl_c)
+    monkeypatch.setattr(core_train, "lr_at", lr_with_ctrl_c)
     return original
 
 
 def test_keyboard_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, vqgan, monkeypatch):
     cfg = CFG.replace(mvtm_steps=20)
     tokens = structured_tokens()
-    full, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "full", progress=False)
+    full, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "full", RunOptions(progress=False))
 
     original = press_ctrl_c(monkeypatch, at_step=6)      # during the 7th step
     handler_before = signal.getsignal(signal.SIGINT)   # SIG_IGN when pytest runs in the background
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
-    monkeypatch.setattr(train_module, "lr_at", original)
+        train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", RunOptions(progress=False))
+    monkeypatch.setattr(core_train, "lr_at", original)
     path = tmp_path / "stopped" / "mvtm.safetensors"
     assert isinstance(stopped.value, KeyboardInterrupt)                     # Run All stops
     assert (stopped.value.step, stopped.value.total, stopped.value.path) == (7, 20, path)
@@ -186,27 +189,27 @@ def test_keyboard_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, vq
         "Run the same cell again to resume."]
     assert json.loads((tmp_path / "stopped" / "mvtm.json").read_text())["step"] == 7  # finished step 7
     assert signal.getsignal(signal.SIGINT) is handler_before                            # handler restored
-    resumed, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", progress=False)
+    resumed, _ = train_mvtm(cfg, vqgan, tokens, tmp_path / "stopped", RunOptions(progress=False))
     assert same_weights(full, resumed)
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, vqgan, monkeypatch):
     press_ctrl_c(monkeypatch, at_step=6, times=2)
     with pytest.raises(KeyboardInterrupt) as stopped:
-        train_mvtm(CFG.replace(mvtm_steps=20), vqgan, structured_tokens(), tmp_path, progress=False)
+        train_mvtm(CFG.replace(mvtm_steps=20), vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
     assert type(stopped.value) is KeyboardInterrupt
     assert not (tmp_path / "mvtm.safetensors").exists()         # first checkpoint due at step 10
 
 
 def test_finished_checkpoint_is_loaded_without_training(tmp_path, vqgan, monkeypatch):
     cfg = CFG.replace(mvtm_steps=10)
-    first, history = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    first, history = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
 
     def no_training(*args):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(train_module, "lr_at", no_training)
-    again, history_again = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    monkeypatch.setattr(core_train, "lr_at", no_training)
+    again, history_again = train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
     assert same_weights(first, again) and history_again == history
     assert not again.training
 
@@ -215,7 +218,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     cfg = CFG.replace(mvtm_steps=20)
     nan_loss_at(13)
     with pytest.raises(FloatingPointError, match=r"at step 13.*step 10\) is kept"):
-        train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+        train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
     ckpt = load_checkpoint(tmp_path / "mvtm.safetensors")
     assert ckpt.step == 10
     assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
@@ -227,15 +230,15 @@ def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(
     that path on the CPU, it must train the same run and still name the first bad step."""
     cfg = CFG.replace(mvtm_steps=20)
     tokens = structured_tokens()
-    eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "every", progress=False)
+    eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "every", RunOptions(progress=False))
     monkeypatch.setattr(run_module, "_sync_every_step", lambda device: False)
-    deferred, history_deferred = train_mvtm(cfg, vqgan, tokens, tmp_path / "deferred", progress=False)
+    deferred, history_deferred = train_mvtm(cfg, vqgan, tokens, tmp_path / "deferred", RunOptions(progress=False))
     assert same_weights(eager, deferred)
     assert without_time(history) == without_time(history_deferred)
 
     calls = nan_loss_at(13)
     with pytest.raises(FloatingPointError, match=r"nan .*at step 13.*step 10\) is kept"):
-        train_mvtm(cfg, vqgan, tokens, tmp_path / "nan", progress=False)
+        train_mvtm(cfg, vqgan, tokens, tmp_path / "nan", RunOptions(progress=False))
     assert calls["n"] == 15          # found at the next log step (log_every = 5), not later
     ckpt = load_checkpoint(tmp_path / "nan" / "mvtm.safetensors")
     assert ckpt.step == 10
@@ -246,9 +249,8 @@ def test_gpu_style_loop_reads_back_only_at_log_steps_and_still_stops_on_nan(
 def test_compiled_training_matches_eager_and_saves_the_plain_weights(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=10)
     tokens = structured_tokens()
-    eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "eager", progress=False, compile=False)
-    compiled, history_compiled = train_mvtm(cfg, vqgan, tokens, tmp_path / "compiled",
-                                            progress=False, compile=True)
+    eager, history = train_mvtm(cfg, vqgan, tokens, tmp_path / "eager", RunOptions(progress=False, compile=False))
+    compiled, history_compiled = train_mvtm(cfg, vqgan, tokens, tmp_path / "compiled", RunOptions(progress=False, compile=True))
     for a, b in zip(without_time(history), without_time(history_compiled)):
         assert a.keys() == b.keys()
         assert all(a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5) for key in a)
@@ -284,14 +286,12 @@ def test_a_failing_compiler_names_the_way_out_but_later_errors_keep_their_own(tm
     monkeypatch.setattr(torch, "compile", compile_failing_at(1))
     with pytest.raises(RuntimeError, match=r"under torch.compile failed \(RuntimeError: no C\+\+ "
                                            r"compiler found\).*compile=False.*--no-compile"):
-        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path / "a",
-                   progress=False, compile=True)
+        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path / "a", RunOptions(progress=False, compile=True))
 
     calls["n"] = 0
     monkeypatch.setattr(torch, "compile", compile_failing_at(3))
     with pytest.raises(RuntimeError, match=r"^no C\+\+ compiler found$"):
-        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path / "b",
-                   progress=False, compile=True)
+        train_mvtm(CFG.replace(mvtm_steps=5), vqgan, structured_tokens(), tmp_path / "b", RunOptions(progress=False, compile=True))
 
 
 def test_checkpoint_from_another_device_resumes_with_fresh_random_streams(tmp_path, vqgan):
@@ -301,7 +301,7 @@ def test_checkpoint_from_another_device_resumes_with_fresh_random_streams(tmp_pa
 
     cfg = CFG.replace(mvtm_steps=20)
     tokens = structured_tokens()
-    train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False, stop_after=10)
+    train_mvtm(cfg, vqgan, tokens, tmp_path, RunOptions(progress=False, stop_after=10))
     path = tmp_path / "mvtm.safetensors"
     with train_module.safe_open(str(path), "pt") as handle:
         metadata = handle.metadata()
@@ -309,15 +309,15 @@ def test_checkpoint_from_another_device_resumes_with_fresh_random_streams(tmp_pa
     tensors["rng.batch_cuda"] = tensors.pop("rng.batch")      # as a GPU run names it
     save_file(tensors, path, metadata=metadata)
     with pytest.warns(UserWarning, match=r"another kind of device.*\['batch'\].*step 10"):
-        maskgit, history = train_mvtm(cfg, vqgan, tokens, tmp_path, progress=False)
+        maskgit, history = train_mvtm(cfg, vqgan, tokens, tmp_path, RunOptions(progress=False))
     assert history[-1]["step"] == 20
     assert all(torch.isfinite(p).all() for p in maskgit.parameters())
 
 
 def test_checkpoint_of_another_config_names_the_fields(tmp_path):
-    train_vqgan(CFG.replace(vq_steps=5), smooth_images(), tmp_path, progress=False)
+    train_vqgan(CFG.replace(vq_steps=5), smooth_images(), tmp_path, RunOptions(progress=False))
     with pytest.raises(CheckpointError, match="latent_dim: yours 8 vs checkpoint 16"):
-        train_vqgan(CFG.replace(vq_steps=5, latent_dim=8), smooth_images(), tmp_path, progress=False)
+        train_vqgan(CFG.replace(vq_steps=5, latent_dim=8), smooth_images(), tmp_path, RunOptions(progress=False))
 
 
 def test_a_run_of_another_training_recipe_is_refused_not_reused(tmp_path, vqgan):
@@ -325,24 +325,21 @@ def test_a_run_of_another_training_recipe_is_refused_not_reused(tmp_path, vqgan)
     trains differently (here the training masks, the rate): the model would not be what was asked."""
     cfg = CFG.replace(mvtm_steps=6, train_mask="random")
     tokens = structured_tokens()
-    train_mvtm(cfg, vqgan, tokens, tmp_path / "done", progress=False)
-    train_mvtm(cfg, vqgan, tokens, tmp_path / "half", progress=False, stop_after=3)
+    train_mvtm(cfg, vqgan, tokens, tmp_path / "done", RunOptions(progress=False))
+    train_mvtm(cfg, vqgan, tokens, tmp_path / "half", RunOptions(progress=False, stop_after=3))
     for folder, verb in (("done", "reusing"), ("half", "resuming")):
         with pytest.raises(RecipeMismatchError) as refused:
-            train_mvtm(cfg.replace(train_mask="holes", mvtm_lr=1e-3), vqgan, tokens, tmp_path / folder,
-                       progress=False)
+            train_mvtm(cfg.replace(train_mask="holes", mvtm_lr=1e-3), vqgan, tokens, tmp_path / folder, RunOptions(progress=False))
         message = str(refused.value)
         assert isinstance(refused.value, CheckpointError)
         assert "train_mask: yours 'holes' vs checkpoint 'random'" in message
         assert "mvtm_lr: yours 0.001 vs checkpoint 0.002" in message
         assert verb in message and "--fresh" in message and "--runs" in message
     assert load_checkpoint(tmp_path / "half" / "mvtm.safetensors").step == 3      # nothing lost
-    _, history = train_mvtm(cfg.replace(train_mask="holes"), vqgan, tokens, tmp_path / "half",
-                            progress=False, resume=False)
+    _, history = train_mvtm(cfg.replace(train_mask="holes"), vqgan, tokens, tmp_path / "half", RunOptions(progress=False, resume=False))
     assert history[-1]["step"] == 6                                               # the way out works
     # decoding fields are not part of the recipe: the same model serves every schedule and T
-    _, history = train_mvtm(cfg.replace(gamma_type="linear", total_iter=3), vqgan, tokens,
-                            tmp_path / "done", progress=False)
+    _, history = train_mvtm(cfg.replace(gamma_type="linear", total_iter=3), vqgan, tokens, tmp_path / "done", RunOptions(progress=False))
     assert history[-1]["step"] == 6
 
 
@@ -350,41 +347,40 @@ def test_the_tokenizer_of_a_run_folder_serves_every_stage_2_seed(tmp_path):
     """Notebook 02's seed trains its own transformer on the folder's tokenizer; the tokenizer's
     own recipe (its rate, steps...) still has to match."""
     cfg = CFG.replace(vq_steps=4)
-    first, _ = train_vqgan(cfg, smooth_images(), tmp_path, progress=False)
-    again, _ = train_vqgan(cfg.replace(seed=1), smooth_images(), tmp_path, progress=False)
+    first, _ = train_vqgan(cfg, smooth_images(), tmp_path, RunOptions(progress=False))
+    again, _ = train_vqgan(cfg.replace(seed=1), smooth_images(), tmp_path, RunOptions(progress=False))
     assert same_weights(first, again)
     with pytest.raises(RecipeMismatchError, match="vq_lr: yours 0.001 vs checkpoint 0.002"):
-        train_vqgan(cfg.replace(vq_lr=1e-3), smooth_images(), tmp_path, progress=False)
+        train_vqgan(cfg.replace(vq_lr=1e-3), smooth_images(), tmp_path, RunOptions(progress=False))
 
 
 # ----------------------------------------------------------------------------- provenance
 
 def test_resuming_or_reusing_a_run_with_other_data_is_refused(tmp_path):
     cfg = CFG.replace(vq_steps=10)
-    train_vqgan(cfg, smooth_images(), tmp_path / "a", progress=False, stop_after=5, data_source="cats A")
-    train_vqgan(cfg, smooth_images(), tmp_path / "b", progress=False, data_source="cats A")
+    train_vqgan(cfg, smooth_images(), tmp_path / "a", RunOptions(progress=False, stop_after=5, data_source="cats A"))
+    train_vqgan(cfg, smooth_images(), tmp_path / "b", RunOptions(progress=False, data_source="cats A"))
     saved = load_checkpoint(tmp_path / "a" / "vqgan.safetensors").extra["data"]
     assert saved == {"fingerprint": fingerprint(smooth_images()), "source": "cats A"}
     for folder in ("a", "b"):                                  # unfinished, then finished
         with pytest.raises(DataMismatchError) as refused:
-            train_vqgan(cfg, smooth_images(seed=1), tmp_path / folder, progress=False,
-                        data_source="cats B")
+            train_vqgan(cfg, smooth_images(seed=1), tmp_path / folder, RunOptions(progress=False, data_source="cats B"))
         message = str(refused.value)
         assert isinstance(refused.value, CheckpointError)
         assert f"cats A (fingerprint {saved['fingerprint']})" in message
         assert f"cats B (fingerprint {fingerprint(smooth_images(seed=1))})" in message
         assert "--runs" in message and "--fresh" in message and "resume=False" in message
     assert load_checkpoint(tmp_path / "a" / "vqgan.safetensors").step == 5     # nothing lost
-    _, history = train_vqgan(cfg, smooth_images(seed=1), tmp_path / "a", progress=False, resume=False)
+    _, history = train_vqgan(cfg, smooth_images(seed=1), tmp_path / "a", RunOptions(progress=False, resume=False))
     assert history[-1]["step"] == 10                                          # the way out works
 
 
 def test_stage_two_refuses_other_tokens(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=10)
-    train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False, stop_after=5)
+    train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False, stop_after=5))
     other = structured_tokens().roll(1, dims=0)
     with pytest.raises(DataMismatchError, match=r"8 token grids \(fingerprint "):
-        train_mvtm(cfg, vqgan, other, tmp_path, progress=False)
+        train_mvtm(cfg, vqgan, other, tmp_path, RunOptions(progress=False))
 
 
 def test_checkpoints_without_provenance_are_accepted(tmp_path):
@@ -392,32 +388,31 @@ def test_checkpoints_without_provenance_are_accepted(tmp_path):
     from safetensors.torch import load_file, save_file
 
     cfg = CFG.replace(vq_steps=10)
-    train_vqgan(cfg, smooth_images(), tmp_path, progress=False, stop_after=5)
+    train_vqgan(cfg, smooth_images(), tmp_path, RunOptions(progress=False, stop_after=5))
     path = tmp_path / "vqgan.safetensors"
     metadata = read_header(path)
     extra = json.loads(metadata["extra"])
     del extra["data"], extra["total"]
     save_file(load_file(path), path, metadata={**metadata, "extra": json.dumps(extra)})
     assert load_vqgan(tmp_path, cfg).trained_steps is None                   # unknown: accepted
-    _, history = train_vqgan(cfg, smooth_images(seed=1), tmp_path, progress=False)
+    _, history = train_vqgan(cfg, smooth_images(seed=1), tmp_path, RunOptions(progress=False))
     assert history[-1]["step"] == 10
 
 
 def test_unfinished_stages_are_refused_naming_the_step(tmp_path):
     cfg = CFG.replace(vq_steps=10, mvtm_steps=10)
-    stopped, _ = train_vqgan(cfg, smooth_images(), tmp_path, progress=False, stop_after=3)
+    stopped, _ = train_vqgan(cfg, smooth_images(), tmp_path, RunOptions(progress=False, stop_after=3))
     assert stopped.trained_steps == (3, 10)
     with pytest.raises(UnfinishedStageError, match=r"stopped at step 3 of 10.*train-tokenizer"):
         load_vqgan(tmp_path, cfg)
     assert load_vqgan(tmp_path, cfg, allow_unfinished=True).trained_steps == (3, 10)
     tokens = extract_tokens(stopped, smooth_images(), cfg)
     with pytest.raises(UnfinishedStageError, match=r"tokenizer is unfinished.*step 3 of 10"):
-        train_mvtm(cfg, stopped, tokens, tmp_path, progress=False)
+        train_mvtm(cfg, stopped, tokens, tmp_path, RunOptions(progress=False))
 
-    vqgan, _ = train_vqgan(cfg, smooth_images(), tmp_path, progress=False)   # resumes to the end
+    vqgan, _ = train_vqgan(cfg, smooth_images(), tmp_path, RunOptions(progress=False))   # resumes to the end
     assert vqgan.trained_steps == (10, 10) and load_vqgan(tmp_path, cfg).trained_steps == (10, 10)
-    train_mvtm(cfg, vqgan, extract_tokens(vqgan, smooth_images(), cfg), tmp_path, progress=False,
-               stop_after=4)
+    train_mvtm(cfg, vqgan, extract_tokens(vqgan, smooth_images(), cfg), tmp_path, RunOptions(progress=False, stop_after=4))
     with pytest.raises(UnfinishedStageError, match=r"mvtm.safetensors is unfinished.*step 4 of 10"):
         load_maskgit(tmp_path, cfg)
     assert isinstance(load_maskgit(tmp_path, cfg, allow_unfinished=True), MaskGit)
@@ -428,7 +423,7 @@ def test_unfinished_stages_are_refused_naming_the_step(tmp_path):
 def refuse_training(monkeypatch):
     def no_training(*args):
         raise AssertionError("training started before the run folder was checked")
-    monkeypatch.setattr(train_module, "lr_at", no_training)
+    monkeypatch.setattr(core_train, "lr_at", no_training)
 
 
 def test_a_run_folder_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch):
@@ -436,9 +431,9 @@ def test_a_run_folder_that_is_a_file_is_refused_before_training(tmp_path, monkey
     runs = tmp_path / "runs"
     runs.write_text("not a folder")
     with pytest.raises(RunFolderError, match=rf"run folder {re.escape(str(runs))} is a file.*--runs"):
-        train_vqgan(CFG, smooth_images(), runs, progress=False)
+        train_vqgan(CFG, smooth_images(), runs, RunOptions(progress=False))
     with pytest.raises(RunFolderError, match=rf"{re.escape(str(runs / 'smoke'))} \(Not a directory\)"):
-        train_vqgan(CFG, smooth_images(), runs / "smoke", progress=False)
+        train_vqgan(CFG, smooth_images(), runs / "smoke", RunOptions(progress=False))
 
 
 def test_a_read_only_run_folder_is_refused_before_training(tmp_path, monkeypatch):
@@ -454,7 +449,7 @@ def test_a_read_only_run_folder_is_refused_before_training(tmp_path, monkeypatch
     try:
         with pytest.raises(RunFolderError, match=rf"to the run folder {re.escape(str(folder))} "
                                                  r"\(Permission denied\): make it writable"):
-            train_vqgan(CFG, smooth_images(), folder, progress=False)
+            train_vqgan(CFG, smooth_images(), folder, RunOptions(progress=False))
     finally:
         folder.chmod(0o700)
 
@@ -499,7 +494,7 @@ def test_stage_two_refuses_the_tokens_of_another_tokenizer(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=5)
     save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
                                  models={"vqgan": vqgan}, step=0)
-    train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, progress=False)
+    train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
     assert isinstance(load_maskgit(tmp_path, cfg), MaskGit)
     torch.manual_seed(7)
     save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
@@ -544,7 +539,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     from labkit.lab.pipeline import ROWS, run_pipeline
 
     cfg = CFG.replace(vq_steps=10, mvtm_steps=10)
-    summary = run_pipeline(cfg, tmp_path / "runs", tmp_path / "data", progress=False)
+    summary = run_pipeline(cfg, tmp_path / "runs", tmp_path / "data", options=RunOptions(progress=False))
     out = tmp_path / "runs" / "smoke"
     for name in ("vqgan.safetensors", "mvtm.safetensors", "inpaint_grid.png", "reconstructions.png",
                  "summary.json", "tokens-train.safetensors"):
@@ -562,7 +557,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     test = toy_cats(cfg, "test", tmp_path / "data", progress=False)
     images, masks = test.tensors(range(4)), test.mask_tensors(range(4))
     maskgit = load_maskgit(out, cfg)
-    result = maskgit.inpaint(images, masks, total_iter=4, generator=torch.Generator().manual_seed(0))
+    result = maskgit.inpaint(images, masks, maskgit.decode_settings(total_iter=4), torch.Generator().manual_seed(0))
     assert result.images.shape == images.shape and result.raw_steps.shape == (4, *images.shape)
     assert torch.equal(result.images[~masks.expand_as(images)], images[~masks.expand_as(images)])
     _, z_masked = maskgit.encode_to_z(result.masked_input)
@@ -578,6 +573,6 @@ def test_command_line_passes_the_compile_choice_to_stage_2(monkeypatch, flag, ex
     seen = {}
     monkeypatch.setattr(cli, "prepare_data", lambda *args: {})
     monkeypatch.setattr(cli, "load_vqgan", lambda *args: None)
-    monkeypatch.setattr(cli, "stage_mvtm", lambda *args, **kwargs: seen.setdefault("compile", args[-1]))
+    monkeypatch.setattr(cli, "stage_mvtm", lambda *args: seen.setdefault("compile", args[-1].compile))
     assert cli.main(["train-mvtm", "--profile", "smoke", "--device", "cpu", *flag]) == 0
     assert seen["compile"] is expected

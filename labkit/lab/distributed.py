@@ -84,6 +84,12 @@ def seed_rank(seed: int, step: int = 0) -> None:
         torch.manual_seed(seed + 1_000_003 * rank() + step)
 
 
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of rank ``rank``'s own random masks at training step ``step``: a function of the
+    three only, so a resumed run draws what an uninterrupted one would."""
+    return ((seed * 1_000_003 + rank) * 1_000_033 + step) % 2**63
+
+
 def shard(global_batch: int) -> slice:
     """This rank's contiguous slice of a global batch of ``global_batch`` examples."""
     size = world_size()
@@ -162,4 +168,4 @@ class AllProcesses:
 
 __all__ = ["init", "cleanup", "is_distributed", "is_main", "rank", "world_size", "seed_rank",
            "shard", "all_reduce_sum", "all_gather_cat", "broadcast", "any_rank", "barrier",
-           "main_first", "launched_by_torchrun", "AllProcesses"]
+           "main_first", "launched_by_torchrun", "rank_seed", "AllProcesses"]

@@ -78,7 +78,7 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path | None = No
 
 @torch.no_grad()
 def evaluate_inpainting(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, runs: str | Path | None = None,
-                        progress: bool = True) -> dict:
+                        batch_size: int = 128, progress: bool = True) -> dict:
     """Inpaint every test image in its fixed hole with the config's decoding settings and
     score it against the ground truth (``labkit.eval.scoring``); writes inpaint_grid.png.
 
@@ -89,8 +89,9 @@ def evaluate_inpainting(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, runs: 
     maskgit.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     start = time.perf_counter()
-    batches = list(tqdm(inpaint_and_score(maskgit, test.tensors(), test.mask_tensors(), generator=generator),
-                        desc="inpainting", total=-(-len(test) // 128), disable=not progress))
+    scored = inpaint_and_score(maskgit, test.tensors(), test.mask_tensors(), generator=generator,
+                               batch_size=batch_size)
+    batches = list(tqdm(scored, desc="inpainting", total=-(-len(test) // batch_size), disable=not progress))
     masks = torch.cat([scored.pixel_masks for scored in batches])
     first = batches[0]
     n = min(N_SHOW, len(first.truth))

@@ -394,8 +394,7 @@ class TrainingRun:
             return shared
         if self._rank_stream is None:
             self._rank_stream = torch.Generator(shared.device)
-        seed = ((self.cfg.seed * 1_000_003 + distributed.rank()) * 1_000_033 + self.step) % 2**63
-        return self._rank_stream.manual_seed(seed)
+        return self._rank_stream.manual_seed(distributed.rank_seed(self.cfg.seed, distributed.rank(), self.step))
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every process's ``tensor``, concatenated (the tensor itself in one process)."""

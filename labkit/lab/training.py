@@ -151,12 +151,12 @@ def build_maskgit(cfg: LabConfig, vqgan: VQGAN | None = None, transformer=None,
 
 
 def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str | Path,
-               options: RunOptions | None = None, name: str | None = None,
+               options: RunOptions | None = None, name: str = "mvtm",
                val_tokens: torch.Tensor | None = None, maskgit_class: type[MaskGit] = MaskGit):
     """Train the bidirectional transformer of ``MaskGit(cfg, vqgan)`` on the token grids
     ``tokens`` (n, N) from ``extract_tokens``, with ``labkit.core.train.mvtm_loop``.
 
-    name: the checkpoint's (default ``mvtm_name(cfg)``); val_tokens: scored every
+    name: the checkpoint's (``mvtm_name(cfg)`` names each recipe's run apart); val_tokens: scored every
     ``cfg.log_every`` steps; maskgit_class: a subclass of MaskGit that changes one method
     (notebook 03's hypothesis of a bug), trained by the same loop, seed and checkpoints.
     The checkpoint records the tokens' fingerprint and the tokenizer's: resuming with other
@@ -175,7 +175,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     if len(tokens) == 0:
         raise ValueError("no training tokens: extract_tokens got no images")
     val_tokens = None if val_tokens is None else check_tokens(val_tokens, cfg, "val_tokens")[:VAL_SUBSET]
-    path = Path(run_dir) / f"{name or mvtm_name(cfg)}.safetensors"
+    path = Path(run_dir) / f"{name}.safetensors"
     tokenizer = fingerprint(vqgan)
     compile = device.type == "cuda" if options.compile is None else options.compile
 

@@ -1,7 +1,7 @@
 """Comparing two training choices over several training seeds: notebook 03's measurements.
 
     run_cfg = with_budget(cfg, steps).replace(loss="full", seed=1)   # a short, equal budget
-    maskgit, history = train_mvtm(run_cfg, vqgan, tokens, out)       # named mvtm_name(run_cfg)
+    maskgit, history = train_mvtm(run_cfg, vqgan, tokens, out, name=mvtm_name(run_cfg))
     scores = score_inpainting(maskgit, images, pixel_masks, extractor, reference_features)
     scores.mean("hole_l1"), scores.fd[-1]                            # at t = T
 
@@ -112,7 +112,8 @@ N_SHOWN = 8   # inpainted images kept to look at
 @torch.no_grad()
 def score_inpainting(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch.Tensor,
                      extractor: Extractor, reference_features: np.ndarray,
-                     settings: DecodeSettings | None = None, seed: int = 0) -> InpaintingScores:
+                     settings: DecodeSettings | None = None, seed: int = 0,
+                     batch_size: int = 128) -> InpaintingScores:
     """Inpaint ``images`` (n, 3, S, S) in [0, 1] in their holes ``pixel_masks`` (True = missing)
     with one decoding of T iterations (``settings``, None: the config's; a CPU generator seeded
     with ``seed``, so every model meets the same noise) and score the image after every t.
@@ -121,7 +122,8 @@ def score_inpainting(maskgit: MaskGit, images: torch.Tensor, pixel_masks: torch.
     """
     generator = torch.Generator().manual_seed(seed)
     l1, psnr, features, shown, shown_input = [], [], [], None, None
-    for scored in inpaint_and_score(maskgit, images, pixel_masks, settings, generator, baselines=False):
+    for scored in inpaint_and_score(maskgit, images, pixel_masks, settings, generator, baselines=False,
+                                    batch_size=batch_size):
         steps = scored.result.steps(True).float().cpu()                # (T, B, 3, S, S)
         per_step = [pixel_scores(step, scored.truth, scored.pixel_masks) for step in steps]
         l1.append(torch.stack([s["hole_l1"] for s in per_step]).numpy())

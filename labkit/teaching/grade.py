@@ -235,19 +235,25 @@ def check_forward() -> None:
 
     # train_mask="holes" (the cpu profile's): the tokens are hidden inside each grid's region only
     holes = torch.zeros(3, n, dtype=torch.bool)
-    holes[0, :10], holes[1, 5:25], holes[2, n - 7:] = True, True, True
+    holes[0, :n // 2], holes[1, n // 4:], holes[2, ::2] = True, True, True
     holed = MaskGit(_tiny_config(train_mask="holes"), training_holes=holes)
     mask = holed.random_token_mask(draws, torch.Generator().manual_seed(3), gamma="cosine")
     region = holed.training_region(draws, torch.Generator().manual_seed(3))
-    if (mask & ~region).any():
+    outside = (mask & ~region).any(1)
+    too_many = mask.sum(1) > region.sum(1)
+    if (outside & ~too_many).any():
         raise Wrong("with a training region (train_mask='holes', the cpu profile's) tokens outside the "
                     "region were hidden: rank the random scores so the region's tokens come first "
                     "(scores above 1 outside it) and hide only the first n_masked")
     inside = (mask.sum(1).float() / region.sum(1).float()).mean()
-    if abs(inside - 2 / math.pi) > 0.04:
+    # E[ceil(gamma(r) n) / n] for r ~ U(0, 1), averaged over the three region sizes n
+    r = torch.linspace(0, 1, 10001, dtype=torch.float64)[:-1] + 0.5e-4
+    expected = torch.stack([torch.ceil(torch.cos(r * math.pi / 2) * size).clamp(min=1) / size
+                            for size in holes.sum(1).double()]).mean()
+    if too_many.any() or abs(inside - expected) > 0.02:
         raise Wrong(f"with a training region the cosine schedule hides {inside:.0%} of the region's tokens "
-                    "on average instead of about 64 %: count ceil(gamma(r) * n) from the region's n "
-                    "tokens (region.sum(1)), not from all N")
+                    f"on average instead of about {expected:.0%}: count ceil(gamma(r) * n) from the "
+                    "region's n tokens (region.sum(1)), not from all N")
 
     # forward_tokens: the masked ids go in, the original ids come back as targets
     K = cfg.num_codebook_vectors
