@@ -43,18 +43,18 @@ $(CHROMIUM):
 # series then loads those checkpoints and writes executed copies under runs/$(PROFILE)/notebooks/.
 main: setup
 	$(BIN)/python -m labkit pipeline --profile $(PROFILE)
-	$(BIN)/python -m labkit.notebook_runner --profile $(PROFILE)
+	$(BIN)/python -m labkit notebooks --profile $(PROFILE)
 
 # Rewrite the committed notebooks with the outputs of a real run of the current code.
 refresh-notebooks: setup
-	$(BIN)/python -m labkit.notebook_runner --profile $(PROFILE) --refresh
+	$(BIN)/python -m labkit notebooks --profile $(PROFILE) --refresh
 
 test: setup browser
 	LABKIT_PROFILE=smoke LABKIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 # The student edition, from the tracked files (add WITH_SOLUTIONS=1 to keep the solutions).
 student: setup
-	$(BIN)/python -m labkit.student $(STUDENT_DIR) $(if $(WITH_SOLUTIONS),--with-solutions)
+	$(BIN)/python -m labkit student $(STUDENT_DIR) $(if $(WITH_SOLUTIONS),--with-solutions)
 
 clean-runs:
 	rm -rf runs/

@@ -3,7 +3,7 @@
 Set here, before any notebook kernel starts, so `pytest --nbval` from a bare shell does not
 train the `cpu` profile for half an hour. `LABKIT_PROFILE=cpu pytest ...` still overrides it.
 Kernels started without a browser (nbval, papermill) draw progress bars as plain text lines
-(`labkit.progress`). Only the numbered series `notebooks/NN_*.ipynb` is collected: an executed
+(`labkit.lab.progress`). Only the numbered series `notebooks/NN_*.ipynb` is collected: an executed
 copy left in `notebooks/` (papermill's `out.ipynb`) is not a test.
 """
 
