@@ -379,9 +379,9 @@ def build_table(args, cfg: LabConfig, device: torch.device, results: dict) -> st
         f"after {args.warmup} warmup steps; median round. labkit: cached tokens, fused attention, "
         f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
         f"{'fused ' if results['bench'].fused_adamw else ''}AdamW, "
-        f"{results['bench'].compile_note}. `train_mvtm`: labkit.lab.training's loop "
-        "itself (same compile choice), with its schedule, logging and checkpoint guard. Template: encoder on every batch, one mask ratio "
-        "per batch, hand-written fp32 attention, plain AdamW",
+        f"{results['bench'].compile_note}. `train_mvtm`: the core's loop in its TrainingRun "
+        "(same compile choice), with its schedule, logging and checkpoint guard. Template: encoder "
+        "on every batch, one mask ratio per batch, hand-written fp32 attention, plain AdamW",
         f"- decoding: T = {TOTAL_ITER}, cosine, argmax with Gumbel choice noise, every iteration "
         f"decoded to pixels (or the final one only, where said); labkit on a batch of "
         f"{args.decode_batch}, the template on {args.single} images one at a time",

@@ -269,10 +269,8 @@ _PROFILE_VALUES: dict[str, dict] = {
         total_iter=4, catnet_channels=(8, 16, 16), catnet_steps=30, catnet_batch_size=32,
         log_every=5, ckpt_every=10,
     ),
-    # The quality study (benchmarks/README.md, 2026-11-30): training masks inside brush strokes
-    # like the test holes' lowered the hole L1 from 0.098 to 0.094 at the same cost, and a flat
-    # stage-2 rate after the warm-up (no cosine decay) to 0.092 (lower in both training seeds
-    # measured); every other size stays the dataclass default.
+    # Training masks inside holes like the test's and a flat stage-2 rate: the quality study's
+    # choices (benchmarks/README.md); every size is the dataclass default.
     "cpu": dict(train_mask="holes", mvtm_lr_floor=1.0),
     "gpu": dict(
         n_train=12000, n_val=3000, n_test=747, data_workers=8,
@@ -286,7 +284,13 @@ _PROFILE_VALUES: dict[str, dict] = {
 
 
 def default_profile() -> str:
-    return os.environ.get("LABKIT_PROFILE", "cpu")
+    """``$LABKIT_PROFILE`` if set, else "cpu"; an unknown value of the variable is named as such
+    (a typo there is easy to miss). The one place the variable is read."""
+    value = os.environ.get("LABKIT_PROFILE") or "cpu"
+    if value not in PROFILES:
+        raise ValueError(f"$LABKIT_PROFILE is {value!r}, which is not a profile: set it to one of "
+                         f"{', '.join(PROFILES)}, unset it (cpu), or pass --profile")
+    return value
 
 
 def get_config(profile: str | None = None, **overrides) -> LabConfig:

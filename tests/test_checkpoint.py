@@ -31,7 +31,7 @@ def trained_state(seed=0):
 
 
 def save(path, model, optimizer, generator, step=7, config=CFG):
-    return save_checkpoint(path, part="transformer", config=config, models={"transformer": model},
+    return save_checkpoint(path, config=config, models={"transformer": model},
                            step=step, optimizer=optimizer, generators={"batch": generator},
                            metrics=[{"step": step, "loss": 1.5}], extra={"note": "hi"})
 

@@ -88,3 +88,9 @@ def test_decoding_settings_are_config_fields():
     assert (cfg.gamma_type, cfg.total_iter, cfg.sweet_spot, cfg.choice_temperature) == ("square", 4, 3, 4.5)
     assert get_config("cpu").sweet_spot is None
     assert LabConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_an_unknown_profile_in_the_environment_is_named(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROFILE", "cpu2")
+    with pytest.raises(ValueError, match=r"\$LABKIT_PROFILE is 'cpu2', which is not a profile"):
+        get_config()

@@ -127,3 +127,33 @@ def test_each_module_imports_alone_in_a_fresh_interpreter(module):
     done = subprocess.run([sys.executable, "-c", f"import labkit.{module}"], capture_output=True,
                           text=True, cwd=PACKAGE.parent, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+MAX_PARAMETERS = 8
+
+
+def public_signatures():
+    """(where, name, parameter count) of every public function, method and constructor."""
+    for module, path in FILES.items():
+        tree = ast.parse(path.read_text())
+        scopes = [(node, "") for node in tree.body]
+        scopes += [(item, f"{node.name}.") for node in tree.body
+                   if isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+                   for item in node.body]
+        for node, owner in scopes:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if node.name.startswith("_") and node.name != "__init__":
+                continue
+            args = node.args
+            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+            if owner and names and names[0] in ("self", "cls"):
+                names = names[1:]
+            yield f"labkit/{path.relative_to(PACKAGE).as_posix()}", owner + node.name, len(names)
+
+
+def test_public_signatures_stay_short():
+    """At most about eight parameters: the config or a small settings object carries the rest."""
+    long = [f"{where}: {name} takes {count}" for where, name, count in public_signatures()
+            if count > MAX_PARAMETERS]
+    assert not long, "\n".join(long)

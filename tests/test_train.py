@@ -484,7 +484,7 @@ def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"vqgan.safetensors: run notebooks/00_data_and_tokenizer"):
         load_vqgan(tmp_path, CFG)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=CFG,
+    save_checkpoint(tmp_path / "vqgan.safetensors", config=CFG,
                                  models={"vqgan": VQGAN(CFG)}, step=0)
     with pytest.raises(FileNotFoundError, match=r"python -m labkit train-mvtm --profile smoke"):
         load_maskgit(tmp_path, CFG)
@@ -492,12 +492,12 @@ def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):
 
 def test_stage_two_refuses_the_tokens_of_another_tokenizer(tmp_path, vqgan):
     cfg = CFG.replace(mvtm_steps=5)
-    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+    save_checkpoint(tmp_path / "vqgan.safetensors", config=cfg,
                                  models={"vqgan": vqgan}, step=0)
     train_mvtm(cfg, vqgan, structured_tokens(), tmp_path, RunOptions(progress=False))
     assert isinstance(load_maskgit(tmp_path, cfg), MaskGit)
     torch.manual_seed(7)
-    save_checkpoint(tmp_path / "vqgan.safetensors", part="vqgan", config=cfg,
+    save_checkpoint(tmp_path / "vqgan.safetensors", config=cfg,
                                  models={"vqgan": VQGAN(cfg)}, step=0)      # stage 1 retrained
     with pytest.raises(CheckpointError, match="another tokenizer"):
         load_maskgit(tmp_path, cfg)

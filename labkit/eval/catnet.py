@@ -267,7 +267,7 @@ def train_catnet(cfg: LabConfig, train=None, val=None, run_dir=None,
              "feature_dim": net.feature_dim, "render_version": RENDER_VERSION,
              "degrade": cfg.catnet_degrade}
     extra["data"] = data_provenance(pixels, data_source or f"{len(pixels)} labelled images")
-    run = TrainingRun(cfg, path, "catnet", net, optimizer, {"batch": generator, "degrade": degrade_rng},
+    run = TrainingRun(cfg, path, {"catnet": net}, optimizer, {"batch": generator, "degrade": degrade_rng},
                       options, extra, check=lambda ckpt: _check_degrade(ckpt.extra, cfg, path))
     if run.finished:
         return load_catnet(path, cfg, device)

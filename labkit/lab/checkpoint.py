@@ -103,10 +103,15 @@ class Checkpoint:
         return state
 
 
-def save_checkpoint(path, *, part: str, config: LabConfig, models: dict, step: int,
+def save_checkpoint(path, *, config: LabConfig, models: dict, step: int,
                     optimizer: torch.optim.Optimizer | None = None, generators: dict | None = None,
                     metrics: list | None = None, extra: dict | None = None) -> Path:
-    """Write a checkpoint atomically (``labkit.lab.utils.atomic_path``: temporary file, then rename)."""
+    """Write a checkpoint atomically (``labkit.lab.utils.atomic_path``: temporary file, then rename).
+
+    models: {part: module}, the part ("vqgan", "transformer", "catnet") the checkpoint holds
+    first; generators: {name: torch.Generator}; metrics: the history; extra: JSON-able facts.
+    """
+    part = next(iter(models))
     tensors = {}
     for name, module in models.items():
         for key, value in module.state_dict().items():

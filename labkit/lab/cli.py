@@ -32,12 +32,12 @@ import sys
 from pathlib import Path
 
 from . import distributed
-from ..config import PROFILES, LabConfig, get_config
+from ..config import PROFILES, LabConfig, default_profile, get_config
 from .pipeline import evaluate_inpainting, format_table, prepare_data, run_pipeline, stage_mvtm, stage_tokenizer
 from .run import RunOptions
 from .training import load_maskgit, load_vqgan
 from .command import run_command
-from .utils import data_root, get_device, profile_from_env, run_dir, runs_root
+from .utils import data_root, get_device, run_dir, runs_root
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,7 +138,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def _main(argv) -> int:
     args = _parser().parse_args(argv)
-    cfg = get_config(profile_from_env(args.profile), **parse_overrides(args.overrides))
+    cfg = get_config(args.profile or default_profile(), **parse_overrides(args.overrides))
     runs = runs_root(args.runs)
     if runs.exists() and not runs.is_dir():
         raise NotADirectoryError(f"the runs folder {runs} is a file, not a folder: pass a folder "

@@ -34,10 +34,10 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from ..config import PROFILES
+from ..config import PROFILES, default_profile
 from .params import check_parameters
 from .command import run_command
-from .utils import atomic_write_text, profile_from_env, runs_root as default_runs_root
+from .utils import atomic_write_text, runs_root as default_runs_root
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -129,7 +129,7 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
                refresh: bool = False, runs_root=None, notebooks_dir: Path = NOTEBOOKS_DIR,
                kernel_name: str = KERNEL_NAME, log=print) -> dict:
     """Run ``notebooks`` (default: the whole series) in order; returns the summary it writes."""
-    profile = profile_from_env(profile)
+    profile = profile or default_profile()
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     if refresh and parameters:

@@ -1,31 +1,24 @@
 """The plumbing every training loop shares, in one object, so each loop reads like the lesson.
 
-    run = TrainingRun(cfg, path, "vqgan", model, optimizer, generators, cfg.vq_steps, ...)
+    run = TrainingRun(cfg, path, {"vqgan": model}, optimizer, generators, RunOptions(), facts)
     if not run.finished:
-        with run:                                   # Ctrl-C guard, progress bar, interrupt save
-            while run.more():
-                ...                                 # lr -> batch -> loss -> backward -> clip
-                run.check_finite(loss, grad_norm)   # before the optimizer step
-                optimizer.step()
-                run.count_step(loss=loss)           # step += 1; numbers queued for the log
-                if run.log_due():
-                    run.log(lr)                     # a history entry: window means, lr, time
-                run.end_step()                      # checkpoint when due, progress, Ctrl-C
+        vqgan_loop(run, cfg, model, images, batch_rng)      # labkit.core.train: the loop itself
 
-``TrainingRun`` resumes from ``path`` (weights, optimizer, every random stream, step,
-history, elapsed time), writes a checkpoint every ``cfg.ckpt_every`` steps, at the end and
-on Ctrl-C, with a JSON summary beside it, and stops with the step of the first non-finite
-loss. A checkpoint records what produced it: a fingerprint and the source of the training
-data, and the planned number of steps (so whether the stage finished). Resuming with other
-data is refused (``DataMismatchError``), and so is resuming or reusing a checkpoint trained
-with another recipe (``RecipeMismatchError``: ``labkit.config.RECIPE_FIELDS``); a stage whose
-input stopped early is refused (``UnfinishedStageError``).
+Inside the loop: ``with run:`` (Ctrl-C guard, progress bar, a checkpoint on interrupt),
+``run.more()``, ``run.check_finite(loss, grad_norm)`` before the optimizer step,
+``run.count_step(loss=loss)`` (numbers queued for the log), ``run.log(lr)`` when
+``run.log_due()``, ``run.end_step()`` (checkpoint when due, progress, Ctrl-C); under torchrun
+``run.share``, ``run.parallel``, ``run.stream`` and ``run.gather`` split the work.
 
-``wrap_ddp`` puts a model in DistributedDataParallel under torchrun, and
-``run.first_compiled_step(compile)`` names the way out when ``torch.compile`` fails on the
-first step. On a GPU the loss is read back only at log and checkpoint steps (each read waits for the
-device to drain its queue); on the CPU at every step, so a non-finite loss stops the run at
-once. Under ``torchrun`` only rank 0 writes files and draws the progress bar.
+``TrainingRun`` resumes from ``path`` (weights, optimizer, every random stream, step, history,
+elapsed time), writes a checkpoint every ``cfg.ckpt_every`` steps, at the end and on Ctrl-C,
+with a JSON summary beside it, and stops with the step of the first non-finite loss. A
+checkpoint records what produced it: a fingerprint and the source of the training data, and
+the planned number of steps. Resuming with other data is refused (``DataMismatchError``), and so
+is resuming or reusing a checkpoint trained with another recipe (``RecipeMismatchError``:
+``labkit.config.RECIPE_FIELDS``); a stage whose input stopped early is refused
+(``UnfinishedStageError``). On a GPU the loss is read back only at log and checkpoint steps;
+on the CPU at every step. Under ``torchrun`` only rank 0 writes files and draws the progress bar.
 """
 
 from __future__ import annotations
@@ -259,15 +252,16 @@ class TrainingRun:
     """One training loop's plumbing: resume, checkpoints, Ctrl-C, NaN watch, log and progress.
 
     path: the checkpoint (``<run_dir>/<name>.safetensors``), or None to train in memory (no
-    checkpoint, no resume, Ctrl-C stops at once). part: "vqgan", "transformer" or "catnet",
-    the name ``model``'s weights are saved under; the steps are the config's for that part.
-    generators: {name: torch.Generator}, every random stream a step draws from. facts:
+    checkpoint, no resume, Ctrl-C stops at once). models: {part: model}, the model trained
+    under its part's name ("vqgan", "transformer" or "catnet"; the steps are the config's for
+    that part). generators: {name: torch.Generator}, every random stream a step draws from. facts:
     JSON-able facts saved with every checkpoint, among them "data" (``data_provenance``).
     check: called with the checkpoint before resuming from it, to refuse one.
     """
 
-    def __init__(self, cfg: LabConfig, path: Path | None, part: str, model: nn.Module, optimizer,
-                 generators: dict, options: RunOptions, facts: dict, check=None):
+    def __init__(self, cfg: LabConfig, path: Path | None, models: dict, optimizer, generators: dict,
+                 options: RunOptions, facts: dict, check=None):
+        (part, model), = models.items()
         self.cfg, self.path, self.part, self.model = cfg, path, part, model
         self.optimizer, self.generators, self.options = optimizer, generators, options
         self.total = getattr(cfg, STEPS_FIELD[part])
@@ -477,7 +471,7 @@ class TrainingRun:
             return
         if distributed.is_main():
             facts = {"elapsed_s": self.elapsed(), "total": self.total, **self.facts}
-            save_checkpoint(self.path, part=self.part, config=self.cfg, models={self.part: self.model},
+            save_checkpoint(self.path, config=self.cfg, models={self.part: self.model},
                             step=self.step, optimizer=self.optimizer, generators=self.generators,
                             metrics=self.history, extra={"window": self.window, **facts})
             write_summary(self.path.with_suffix(".json"), self.cfg, self.step, self.total,

@@ -70,7 +70,7 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, options: RunOptions
     batch_rng = seed_everything(cfg.seed)          # also seeds the weight initialisation
     model = VQGAN(cfg).to(device)
     optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
-    run = TrainingRun(cfg, Path(run_dir) / f"{name}.safetensors", "vqgan", model, optimizer,
+    run = TrainingRun(cfg, Path(run_dir) / f"{name}.safetensors", {"vqgan": model}, optimizer,
                       random_streams(batch_rng, device), options,
                       {"data": data_provenance(images, source or f"{len(images)} images")})
     if not run.finished:
@@ -184,7 +184,7 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     maskgit = build_maskgit(cfg, vqgan.eval(), maskgit_class=maskgit_class).to(device)
     optimizer = make_optimizer(maskgit.transformer, cfg.mvtm_lr, cfg, device)
     source = options.data_source or f"{len(tokens)} token grids"
-    run = TrainingRun(cfg, path, "transformer", maskgit.transformer, optimizer,
+    run = TrainingRun(cfg, path, {"transformer": maskgit.transformer}, optimizer,
                       random_streams(batch_rng, device), options,
                       {"data": data_provenance(tokens, source), "tokenizer": tokenizer},
                       check=lambda ckpt: _check_tokenizer(ckpt, tokenizer, path))

@@ -146,19 +146,3 @@ def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
     with atomic_path(path, mode) as tmp:
         tmp.write_text(text)
     return Path(path)
-
-
-# ----------------------------------------------------------------------------- command lines
-
-def profile_from_env(profile: str | None) -> str:
-    """``profile`` if given, else ``$LABKIT_PROFILE``, else "cpu"; an unknown value of the
-    variable is named as such (a typo there is easy to miss)."""
-    from ..config import PROFILES
-
-    if profile:
-        return profile
-    value = os.environ.get("LABKIT_PROFILE") or "cpu"
-    if value not in PROFILES:
-        raise ValueError(f"$LABKIT_PROFILE is {value!r}, which is not a profile: set it to one of "
-                         f"{', '.join(PROFILES)}, unset it (cpu), or pass --profile")
-    return value

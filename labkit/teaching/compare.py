@@ -37,9 +37,7 @@ from ..eval.scoring import inpaint_and_score, pixel_scores
 # budget, so that three seeds per loss and a hypothesis run fit the notebook's time.
 SHORT_STEPS = {"smoke": 30, "cpu": 80, "gpu": 4000}
 # The rate's floor of a run shorter than the profile's: a short run ends better with some
-# decay. With the `cpu` profile's flat rate (floor 1.0) the six 80-step runs of notebook 03
-# ended at the peak rate, one diverged (hole L1 0.205, worse than the grey input's 0.181) and
-# every verdict was within noise; with the decay to 10 % all six trained (2026-11-30).
+# decay (at the cpu profile's flat rate one of six short runs diverged: benchmarks/README.md).
 SHORT_RUN_FLOOR = 0.1
 
 
