@@ -26,7 +26,11 @@ from numbers import Integral, Real
 from .core.schedules import SCHEDULES
 
 PROFILES = ("smoke", "cpu", "gpu")
-TRAIN_MASKS = ("random", "holes", "mixed")   # what MaskGit.random_token_mask hides in training
+TRAIN_MASKS = ("random", "holes", "mixed", "families")   # where MaskGit.random_token_mask hides tokens
+# The toy cats' categorical attributes (labkit.data.toycats.ATTRIBUTES) and their numbers of
+# values: what the transformer can be conditioned on (``condition``), as MaskGIT on a class.
+CONDITION_VALUES = {"fur_colour": 8, "pattern": 5, "eye_colour": 5, "odd_eyed": 3, "pupil": 2,
+                    "eyes_closed": 2, "mouth": 3, "whiskers": 3, "background": 8}
 
 # Fields that shape the weights of each stage. A checkpoint can only be loaded into a
 # model whose config agrees on these; everything else (steps, learning rate...) may differ.
@@ -34,7 +38,7 @@ ARCH_FIELDS = {
     "vqgan": ("image_size", "vq_channels", "vq_res_blocks", "latent_dim", "num_codebook_vectors"),
     "transformer": (
         "image_size", "vq_channels", "num_codebook_vectors",  # fix N and the vocabulary
-        "dim", "num_layers", "num_heads", "mlp_dim",
+        "dim", "num_layers", "num_heads", "mlp_dim", "condition",
     ),
     "catnet": ("image_size", "catnet_channels"),
 }
@@ -48,7 +52,7 @@ RECIPE_FIELDS = {
               "dead_code_threshold", "betas", "weight_decay", "grad_clip"),
     "transformer": ("seed", "mvtm_steps", "mvtm_batch_size", "mvtm_lr", "mvtm_lr_floor", "mvtm_lr_hold", "warmup_steps",
                     "loss", "label_smoothing", "train_gamma", "train_mask", "dropout", "attn_drop",
-                    "betas", "weight_decay", "grad_clip"),
+                    "betas", "weight_decay", "grad_clip", "condition_dropout", "attribute_dropout"),
 }
 
 
@@ -97,7 +101,11 @@ class LabConfig:
     label_smoothing: float = 0.1
     train_gamma: str = "cosine"    # schedule that maps r ~ U(0,1) to the training mask ratio
     train_mask: str = "random"     # "random" tokens anywhere, "holes" inside brush strokes like
-                                   # the test masks', or "mixed" (each image one or the other)
+                                   # the test masks', "mixed" (each image one or the other), or
+                                   # "families" (every hole family of labkit.data.holes, and anywhere)
+    condition: tuple[str, ...] = ()  # attributes the transformer is conditioned on (none: the course's)
+    condition_dropout: float = 0.25  # share of training grids whose whole condition is dropped
+    attribute_dropout: float = 0.25  # share of the other grids' attributes dropped one by one
     mvtm_lr_floor: float = 0.1     # the cosine ends at this share of the peak (0: to zero, 1: flat)
     mvtm_lr_hold: float = 0.0      # share of the steps after the warmup held at the peak before
                                    # the cosine starts (warmup, plateau, decay; 0: no plateau)
@@ -107,6 +115,7 @@ class LabConfig:
     total_iter: int = 8            # T, the iterations of the schedule
     choice_temperature: float = 4.5  # Gumbel noise on the confidences, annealed to 0 at t = T
     sweet_spot: int | None = None  # stop after t* iterations of the T (None: t* = T)
+    guidance: float = 0.0          # classifier-free guidance of a conditioned generation (0: none)
 
     # --- scoring (labkit.eval.catnet / labkit.eval.fid) ---
     catnet_channels: tuple[int, ...] = (16, 32, 64)
@@ -233,11 +242,16 @@ FIELD_RULES = {
     "label_smoothing": _SHARE,
     "train_gamma": _SCHEDULE, "gamma_type": _SCHEDULE,
     "train_mask": (f"one of {', '.join(TRAIN_MASKS)}", lambda v: v in TRAIN_MASKS),
+    "condition": (f"a tuple of distinct attributes among {', '.join(CONDITION_VALUES)}",
+                  lambda v: isinstance(v, (tuple, list)) and len(set(v)) == len(v)
+                  and all(isinstance(a, str) and a in CONDITION_VALUES for a in v)),
+    "condition_dropout": _SHARE, "attribute_dropout": _SHARE,
     "mvtm_lr_floor": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
     "mvtm_lr_hold": ("a number in [0, 1)", lambda v: _number(v, 0, 1, high_open=True)),
     "total_iter": _POSITIVE,
     "choice_temperature": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
     "sweet_spot": ("None or an integer >= 1", lambda v: v is None or _integer(v, 1)),
+    "guidance": ("a number in [0, 20]", lambda v: _number(v, 0, 20)),
     "catnet_channels": _CHANNELS, "catnet_steps": _POSITIVE, "catnet_batch_size": _POSITIVE,
     "catnet_lr": _RATE, "catnet_degrade": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
     "log_every": _POSITIVE, "ckpt_every": _POSITIVE,

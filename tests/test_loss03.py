@@ -122,16 +122,16 @@ def test_train_mvtm_trains_the_class_it_is_given_with_the_same_loop(tmp_path):
     tokens = torch.randint(0, CFG.num_codebook_vectors, (32, CFG.num_image_tokens))
     cfg = CFG.replace(mvtm_steps=2)
     vqgan = VQGAN(cfg)
-    model, history = train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="bug", maskgit_class=LossOnVisibleTokens)
+    model, history = train_mvtm(cfg, vqgan, tokens, tmp_path, RunOptions(progress=False, name="bug"), maskgit_class=LossOnVisibleTokens)
     assert type(model) is LossOnVisibleTokens
-    correct, correct_history = train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="ok")
+    correct, correct_history = train_mvtm(cfg, vqgan, tokens, tmp_path, RunOptions(progress=False, name="ok"))
     assert type(correct) is MaskGit
     # the same seed, batches and masks: only the loss differs, so the first step's loss does
     assert history[0]["loss"] != correct_history[0]["loss"]
-    reloaded, _ = train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="bug", maskgit_class=LossOnVisibleTokens)              # the finished checkpoint
+    reloaded, _ = train_mvtm(cfg, vqgan, tokens, tmp_path, RunOptions(progress=False, name="bug"), maskgit_class=LossOnVisibleTokens)              # the finished checkpoint
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
     with pytest.raises(TypeError, match="subclass of it"):
-        train_mvtm(cfg, vqgan, tokens, tmp_path, options=RunOptions(progress=False), name="x", maskgit_class=dict)
+        train_mvtm(cfg, vqgan, tokens, tmp_path, RunOptions(progress=False, name="x"), maskgit_class=dict)
 
 
 # ----------------------------------------------------------------------------- scores after every t

@@ -313,7 +313,7 @@ def test_decoding_defaults_are_the_configs_and_are_recorded():
     trace = model.inpaint_tokens(z, token_mask, generator=torch.Generator().manual_seed(1))
     assert len(trace) == 3
     assert trace.settings.to_dict() == dict(gamma="linear", total_iter=5, sweet_spot=3,
-                                            choice_temperature=2.0, sample=False, fill=0.5)
+                                            choice_temperature=2.0, sample=False, fill=0.5, guidance=0.0)
     explicit = model.inpaint_tokens(z, token_mask, model.decode_settings(gamma="linear", total_iter=5, choice_temperature=2.0, sweet_spot=3), torch.Generator().manual_seed(1))
     assert torch.equal(trace.predictions, explicit.predictions)
     # the config's t* belongs to its T: another T runs to its end unless t* is given

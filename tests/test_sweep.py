@@ -189,7 +189,7 @@ def test_pipeline_evaluation_records_its_settings_and_rows(tmp_path):
     test = toy_cats(cfg, "test", root=tmp_path / "data", progress=False)
     summary = evaluate_inpainting(cfg, maskgit, test, tmp_path / "runs", batch_size=6, progress=False)
     assert summary["settings"] == dict(gamma="square", total_iter=4, sweet_spot=3,
-                                       choice_temperature=1.5, sample=False, fill=0.5)
+                                       choice_temperature=1.5, sample=False, fill=0.5, guidance=0.0)
     assert set(summary["rows"]) == set(ROWS) and summary["n_images"] == len(test)
     assert summary["rows"]["masked_input"]["hole_l1"] > 0
     hole_l1 = {row: scores["hole_l1"] for row, scores in summary["rows"].items()}

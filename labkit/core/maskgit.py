@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LabConfig, check_field, check_sweet_spot
+from ..config import CONDITION_VALUES, LabConfig, check_field, check_sweet_spot
 from .checks import check_images_and_masks
 from .masks import paste_known, pixel_to_token_mask, smooth_fill
 from .schedules import gamma_func
@@ -61,8 +61,9 @@ def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tens
 @dataclass(frozen=True)
 class DecodeSettings:
     """How a decoding run is set: schedule gamma, T iterations, stopped after t* = sweet_spot,
-    the choice temperature, sampled tokens (else the most likely one), and what the hole holds
-    when the image is encoded (a grey level, as the course's masked images, or "smooth").
+    the choice temperature, sampled tokens (else the most likely one), what the hole holds
+    when the image is encoded (a grey level, as the course's masked images, or "smooth"), and
+    the classifier-free guidance of a conditioned generation (``MaskGit.generate``).
     Made by ``MaskGit.decode_settings``, which checks every value."""
     gamma: str
     total_iter: int
@@ -70,6 +71,7 @@ class DecodeSettings:
     choice_temperature: float
     sample: bool = False
     fill: float | str = 0.5
+    guidance: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,8 +79,9 @@ class DecodeSettings:
     def __str__(self) -> str:
         stop = "" if self.sweet_spot == self.total_iter else f", stopped at t*={self.sweet_spot}"
         fill = "" if self.fill == 0.5 else f", hole filled {self.fill}"
+        guided = f", guidance {self.guidance:g}" if self.guidance else ""
         return (f"{self.gamma}, T={self.total_iter}{stop}, choice temperature {self.choice_temperature:g}, "
-                f"{'sampled' if self.sample else 'argmax'} tokens{fill}")
+                f"{'sampled' if self.sample else 'argmax'} tokens{fill}{guided}")
 
 
 @dataclass
@@ -135,6 +138,29 @@ class InpaintResult:
     @property
     def settings(self) -> DecodeSettings:
         return self.trace.settings
+
+
+class Guided(nn.Module):
+    """The transformer asked for ``condition`` (B, A): token_ids (B, N) -> logits (B, N, K).
+
+    With ``guidance`` w > 0, classifier-free guidance: the conditional and the unconditional
+    logits of the same input (``unknown``: every attribute unknown), in one batch, combined as
+    cond + w (cond - uncond), which pushes the prediction further towards what the condition
+    changes. Made by ``MaskGit.conditioned``.
+    """
+
+    def __init__(self, transformer: nn.Module, condition: torch.Tensor, unknown: torch.Tensor,
+                 guidance: float = 0.0):
+        super().__init__()
+        self.transformer, self.guidance = transformer, guidance
+        self.condition, self.unknown = condition, unknown
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if not self.guidance:
+            return self.transformer(token_ids, self.condition)
+        logits = self.transformer(torch.cat([token_ids, token_ids]), torch.cat([self.condition, self.unknown]))
+        cond, uncond = logits.chunk(2)
+        return cond + self.guidance * (cond - uncond)
 
 
 class MaskGit(nn.Module):
@@ -244,12 +270,47 @@ class MaskGit(nn.Module):
                          variant or self.config.loss,
                          self.config.label_smoothing if label_smoothing is None else label_smoothing)
 
+    # ------------------------------------------------------------------ conditioning
+    def unknown_condition(self, batch: int) -> torch.Tensor:
+        """(B, A) on the model's device: every attribute of ``config.condition`` unknown."""
+        sizes = [CONDITION_VALUES[name] for name in self.config.condition]
+        return torch.tensor(sizes, dtype=torch.long, device=self.device).expand(batch, -1)
+
+    def conditioned(self, condition: torch.Tensor, guidance: float = 0.0) -> "MaskGit":
+        """This MaskGit asked for ``condition`` (B, A) value ids of ``config.condition`` (an
+        attribute's number of values: unknown), with classifier-free guidance ``guidance``: the
+        same weights, its transformer a ``Guided`` one. Training and ``generate`` use it."""
+        if not self.config.condition:
+            raise ValueError("this model has no condition (config.condition is empty): train one "
+                             "with condition=(...) to ask for attributes, or generate unconditionally")
+        condition = torch.as_tensor(condition, device=self.device).long()
+        unknown = self.unknown_condition(len(condition))
+        if condition.shape != unknown.shape or (condition < 0).any() or (condition > unknown).any():
+            raise ValueError(f"condition must be (B, {unknown.shape[1]}) value ids of {self.config.condition}, "
+                             f"each at most its number of values {unknown[0].tolist()} (= unknown); "
+                             f"got {tuple(condition.shape)}")
+        guided = Guided(self.transformer, condition, unknown, guidance)
+        return type(self)(self.config, self.vqgan, guided, self.training_holes)
+
+    def training_condition(self, condition: torch.Tensor, generator: torch.Generator | None = None):
+        """condition (B, A) -> the same with conditions dropped for training: the whole of it for
+        a share ``config.condition_dropout`` of the grids, else each attribute with probability
+        ``config.attribute_dropout``, so one model learns to predict with all, some or none."""
+        cfg = self.config
+        device = generator.device if generator is not None else condition.device
+        drop_all = torch.rand(len(condition), generator=generator, device=device) < cfg.condition_dropout
+        drop_one = torch.rand(condition.shape, generator=generator, device=device) < cfg.attribute_dropout
+        dropped = (drop_all[:, None] | drop_one).to(condition.device)
+        return torch.where(dropped, self.unknown_condition(len(condition)).to(condition.device), condition)
+
     # ------------------------------------------------------------------ decoding
     def decode_settings(self, gamma: str | None = None, total_iter: int | None = None,
                         choice_temperature: float | None = None, sweet_spot: int | None = None,
-                        sample: bool = False, fill: float | str = 0.5) -> DecodeSettings:
+                        sample: bool = False, fill: float | str = 0.5,
+                        guidance: float | None = None) -> DecodeSettings:
         """The settings of a decoding run: each one given, else the config's (``gamma_type``,
-        ``total_iter``, ``choice_temperature``, ``sweet_spot``), checked by the config's rules.
+        ``total_iter``, ``choice_temperature``, ``sweet_spot``, ``guidance``), checked by the
+        config's rules.
 
         The config's sweet spot belongs to the config's T: with another ``total_iter`` and no
         ``sweet_spot`` the run goes to t* = T. ``fill="smooth"`` encodes the hole filled from its
@@ -271,8 +332,10 @@ class MaskGit(nn.Module):
         if fill != "smooth" and (isinstance(fill, bool) or not isinstance(fill, Real) or not 0 <= fill <= 1):
             raise ValueError(f"fill={fill!r}: expected the grey level of the hole, a number in [0, 1], "
                              "or \"smooth\"")
+        guidance = cfg.guidance if guidance is None else guidance
+        check_field("guidance", guidance)
         return DecodeSettings(gamma, int(total_iter), int(sweet_spot or total_iter),
-                              float(choice_temperature), bool(sample), fill)
+                              float(choice_temperature), bool(sample), fill, float(guidance))
 
     def inpainting(self, token_ids: torch.Tensor, still_masked: torch.Tensor, n0: torch.Tensor,
                    m_prev: torch.Tensor, t: int, settings: DecodeSettings,
@@ -375,8 +438,31 @@ class MaskGit(nn.Module):
         return InpaintResult(masked_input, pixel_masks, raw_steps, trace, images, composite)
 
 
+    @torch.no_grad()
+    def generate(self, batch: int, settings: DecodeSettings | None = None,
+                 generator: torch.Generator | None = None, condition: torch.Tensor | None = None,
+                 decode_every_step: bool = True) -> InpaintResult:
+        """``batch`` new images from an empty grid: every token [MASK], then the T iterations of
+        ``inpainting`` that fill a hole (the whole image is the hole). condition: (B, A) value ids
+        to ask for (``conditioned``), with ``settings.guidance``; None: unconditional.
+        Returns an ``InpaintResult`` whose hole is the whole image (``images``: (B, 3, H, W))."""
+        settings = settings or self.decode_settings()
+        if condition is None and settings.guidance:
+            raise ValueError(f"guidance={settings.guidance:g} needs a condition to guide towards: pass "
+                             "condition=..., or guidance=0 for unconditional samples")
+        model = self if condition is None else self.conditioned(condition, settings.guidance)
+        n, size = self.num_image_tokens, self.config.image_size
+        z_indices = torch.zeros(batch, n, dtype=torch.long, device=self.device)
+        trace = model.inpaint_tokens(z_indices, torch.ones_like(z_indices, dtype=torch.bool), settings, generator)
+        predictions = trace.predictions if decode_every_step else trace.predictions[-1:]
+        decoded = torch.cat([self.vqgan.decode_indices(chunk) for chunk in predictions.flatten(0, 1).split(DECODE_BATCH)])
+        grey = torch.full((batch, 3, size, size), 0.5, device=self.device)
+        hole = torch.ones(batch, 1, size, size, dtype=torch.bool, device=self.device)
+        return InpaintResult(grey, hole, decoded.view(len(predictions), batch, *decoded.shape[1:]), trace, grey)
+
+
 DECODE_BATCH = 256   # token grids decoded to pixels at a time
 
 
-__all__ = ["mvtm_loss", "gumbel_noise", "DecodeSettings", "DecodeTrace", "InpaintResult", "MaskGit",
-           "DECODE_BATCH"]
+__all__ = ["mvtm_loss", "gumbel_noise", "DecodeSettings", "DecodeTrace", "InpaintResult", "Guided",
+           "MaskGit", "DECODE_BATCH"]

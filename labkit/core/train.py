@@ -141,11 +141,13 @@ def mvtm_step(maskgit: MaskGit, optimizer: torch.optim.Optimizer, z: torch.Tenso
 
 
 def mvtm_loop(run, cfg: LabConfig, maskgit: MaskGit, tokens: torch.Tensor, batch_rng: torch.Generator,
-              val_tokens: torch.Tensor | None = None, trainer: MaskGit | None = None) -> None:
+              val_tokens: torch.Tensor | None = None, trainer: MaskGit | None = None,
+              conditions: torch.Tensor | None = None) -> None:
     """Train ``maskgit``'s transformer on ``tokens`` (n, N) until the run ends.
 
     ``trainer`` computes the steps: a MaskGit holding the same transformer compiled or spread
     over several GPUs (default ``maskgit`` itself); ``maskgit`` scores ``val_tokens``.
+    conditions: (n, A) the attribute value ids of each grid, for a model with ``cfg.condition``.
     """
     trainer = trainer or maskgit
     part = run.share(cfg.mvtm_batch_size)
@@ -159,11 +161,16 @@ def mvtm_loop(run, cfg: LabConfig, maskgit: MaskGit, tokens: torch.Tensor, batch
             index = torch.randint(0, len(tokens), (cfg.mvtm_batch_size,), generator=batch_rng,
                                   device=batch_rng.device)
             z = tokens[index[part].to(run.device)]
+            stream = run.stream(batch_rng)
+            model = trainer                      # asked for the grids' attributes, some dropped
+            if conditions is not None:
+                condition = conditions[index[part].to(conditions.device)]
+                model = trainer.conditioned(maskgit.training_condition(condition, stream))
             # mask ceil(gamma(r) N) tokens, r ~ U(0, 1); loss = CE(logits, z) on the masked
             # tokens (cfg.loss="masked") or on all of them ("full")
             with run.first_compiled_step():      # compiles the graphs, the first time
-                loss, logits, z, mask = mvtm_step(trainer, run.optimizer, z, run.stream(batch_rng),
-                                                  cfg.grad_clip, run.check_finite)
+                loss, logits, z, mask = mvtm_step(model, run.optimizer, z, stream, cfg.grad_clip,
+                                                  run.check_finite)
             hits, count = masked_token_hits(logits, z, mask)
             run.count_step(loss=loss.detach(), accuracy=hits.double() / count.double())
             if run.log_due():

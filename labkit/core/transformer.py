@@ -7,6 +7,12 @@ predicted (pitfall 7 of the course, measured in notebook 06: leaving index 1024 
 
 Blocks are pre-LayerNorm (more stable to train at small sizes than the post-LN BERT
 blocks of the original MaskGIT); attention is ``labkit.MultiHeadAttention``.
+
+Conditioning (``cfg.condition``, e.g. the toy cats' fur colour and pattern), as MaskGIT
+conditions on a class: one token per attribute is put in front of the image tokens, the
+embedding of its value or of "unknown" (one more id per attribute), so every image token can
+attend to what was asked for. Training drops conditions (``MaskGit.training_condition``), so
+the same model also predicts unconditionally: the condition left out means all unknown.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import torch
 from torch import nn
 
 from .attention import MultiHeadAttention
-from ..config import LabConfig
+from ..config import CONDITION_VALUES, LabConfig
 
 
 class Block(nn.Module):
@@ -50,8 +56,16 @@ class BidirectionalTransformer(nn.Module):
             for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(cfg.dim)
         self.bias = nn.Parameter(torch.zeros(cfg.num_codebook_vectors))
+        self.condition_sizes = tuple(CONDITION_VALUES[name] for name in cfg.condition)
+        if self.condition_sizes:          # ids of each attribute: its values, then "unknown"
+            starts = torch.tensor((0,) + self.condition_sizes[:-1]).cumsum(0) + torch.arange(len(self.condition_sizes))
+            self.register_buffer("condition_starts", starts, persistent=False)
+            self.cond_emb = nn.Embedding(sum(self.condition_sizes) + len(self.condition_sizes), cfg.dim)
+            self.cond_pos = nn.Parameter(torch.zeros(1, len(self.condition_sizes), cfg.dim))
         self.apply(self._init_weights)
         nn.init.trunc_normal_(self.pos_emb, std=0.02)
+        if self.condition_sizes:
+            nn.init.trunc_normal_(self.cond_pos, std=0.02)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -70,20 +84,45 @@ class BidirectionalTransformer(nn.Module):
         """token_ids: (B, N) in [0, K] -> token + position embeddings (B, N, D)."""
         return self.drop(self.tok_emb(token_ids) + self.pos_emb)
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """token_ids: (B, N) in [0, K] -> logits (B, N, K)."""
+    def unknown_condition(self, batch: int) -> torch.Tensor:
+        """(B, A): every attribute "unknown" (its id is its number of values)."""
+        sizes = torch.tensor(self.condition_sizes, device=self.bias.device)
+        return sizes.expand(batch, -1)
+
+    def embed_condition(self, condition: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """condition: (B, A) value ids per attribute (its number of values: unknown), or None
+        (all unknown) -> the condition tokens (B, A, D)."""
+        if condition is None:
+            condition = self.unknown_condition(batch)
+        return self.drop(self.cond_emb(condition.to(self.bias.device) + self.condition_starts) + self.cond_pos)
+
+    def hidden(self, token_ids: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """token_ids: (B, N) in [0, K] -> the last block's normalised output (B, N, D) at the
+        image positions (after the condition tokens, when the model has some)."""
         x = self.embed(token_ids)                                          # (B, N, D)
+        if self.condition_sizes:
+            x = torch.cat([self.embed_condition(condition, len(x)), x], dim=1)   # (B, A + N, D)
         for block in self.blocks:
             x = block(x)
-        h = self.ln_f(x)
+        if self.condition_sizes:
+            x = x[:, len(self.condition_sizes):]
+        return self.ln_f(x)
+
+    def forward(self, token_ids: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """token_ids: (B, N) in [0, K], condition: (B, A) or None -> logits (B, N, K)."""
+        h = self.hidden(token_ids, condition)
         codebook = self.tok_emb.weight[: self.num_codebook_vectors]       # (K, D), no [MASK] row
         return h @ codebook.t() + self.bias                                # (B, N, K)
 
     def attention_maps(self, token_ids: torch.Tensor) -> list[torch.Tensor]:
-        """token_ids: (B, N) -> one attention map (B, H, N, N) per layer, first layer first."""
+        """token_ids: (B, N) -> one attention map (B, H, N, N) per layer, first layer first:
+        the image tokens' weights on the image tokens (unconditioned)."""
         x = self.embed(token_ids)
+        skip = len(self.condition_sizes)
+        if skip:
+            x = torch.cat([self.embed_condition(None, len(x)), x], dim=1)
         maps = []
         for block in self.blocks:
-            maps.append(block.attn.attention_maps(block.ln1(x)))
+            maps.append(block.attn.attention_maps(block.ln1(x))[..., skip:, skip:])
             x = block(x)
         return maps

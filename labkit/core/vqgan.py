@@ -5,16 +5,11 @@
       -- VectorQuantizer: nearest codebook vector    -->  z_q (B, C, h, w), indices (B, h, w)
       -- Decoder (convs, upsample)                   -->  x_rec (B, 3, H, W)
 
-The course hands students a pretrained VQGAN; nothing can be downloaded here, so labkit
-trains its own. It is trained with reconstruction (L1 + MSE) and commitment losses only:
-the adversarial and perceptual terms of the VQGAN paper need a discriminator and
-pretrained VGG weights, which a 2-core CPU budget and an offline machine cannot afford.
-The codebook is updated by exponential moving averages (EMA) of the vectors assigned to
-each code, and codes that fall out of use are restarted on random encoder outputs, so the
-whole codebook stays in use (``codebook_usage`` reports it). Every code starts out unused,
-so the first training batch places the whole codebook on encoder outputs (a data-dependent
-initialisation: a random codebook far from the encoder's outputs would leave most codes
-dead for hundreds of steps).
+The course hands students a pretrained VQGAN; offline, labkit trains its own, with
+reconstruction (L1 + MSE) and commitment losses only (the paper's adversarial and perceptual
+terms need a discriminator and pretrained VGG weights). The codebook follows an exponential
+moving average (EMA) of the vectors assigned to each code; unused codes restart on random
+encoder outputs, so the whole codebook stays in use (``codebook_usage``).
 """
 
 from __future__ import annotations

@@ -398,6 +398,46 @@ def _draw_eyes(pen, attrs, cx, eye_y, eye_dx, radius):
                     0.2 * radius + 0.3, 0.2 * radius + 0.3, fill=(255, 255, 255))
 
 
+# ----------------------------------------------------------------------------- where the parts are
+
+FACE_CENTRE = (32.0, 35.5)          # the head's centre, in face units (see draw_cat)
+
+
+def part_centres(labels: dict, size: int = 64) -> dict[str, np.ndarray]:
+    """Where each cat's face parts lie in its image, from its labels (the geometry draw_cat
+    uses): {part: (n, 2) pixel coordinates (x, y)} for "left_eye", "right_eye", "mouth",
+    "left_ear", "right_ear" and "face" (image left / right), plus "eye_radius": (n,) pixels.
+
+    labels: encoded labels {attribute: (n,)} (``render_cats``, an ImageSet's ``labels``).
+    """
+    get = {name: np.asarray(labels[name], dtype=np.float64).reshape(-1) for name in
+           ("head_width", "head_height", "ear_size", "ear_angle", "eye_size", "tilt",
+            "offset_x", "offset_y", "scale")}
+    cx, cy = FACE_CENTRE
+    rx, ry = 32 * get["head_width"], 32 * get["head_height"]
+    eye_y, eye_dx = cy - 0.06 * ry, 0.42 * rx
+    points = {"left_eye": (cx - eye_dx, eye_y), "right_eye": (cx + eye_dx, eye_y),
+              "mouth": (np.full_like(rx, cx), cy + 0.30 * ry + 2.5), "face": (np.full_like(rx, cx), np.full_like(ry, cy))}
+    for name, side in (("left_ear", -1), ("right_ear", 1)):
+        theta = math.radians(90 - side * 40)             # as _ear_points
+        base_x, base_y = cx + rx * math.cos(theta) * 0.88, cy - ry * math.sin(theta) * 0.88
+        lean = np.radians(side * get["ear_angle"])
+        height = 0.80 * ry * get["ear_size"]
+        points[name] = (base_x + np.sin(lean) * 0.45 * height, base_y - np.cos(lean) * 0.45 * height)
+    # the pose of _Pen, in pixels: origin + scale * R (q - 32), R a counter-clockwise turn
+    unit = size / 64
+    angle = np.radians(get["tilt"])
+    cos, sin = np.cos(angle), np.sin(angle)
+    ox, oy = (32 + 64 * get["offset_x"]) * unit, (32 + 64 * get["offset_y"]) * unit
+    scale = unit * get["scale"]
+    out = {}
+    for name, (x, y) in points.items():
+        dx, dy = np.asarray(x) - 32, np.asarray(y) - 32
+        out[name] = np.stack([ox + scale * (cos * dx + sin * dy), oy + scale * (-sin * dx + cos * dy)], axis=1)
+    out["eye_radius"] = 0.25 * rx * get["eye_size"] * scale
+    return out
+
+
 # ----------------------------------------------------------------------------- public API
 
 def _labels_of(attrs: dict) -> dict:
@@ -492,11 +532,40 @@ def mirror_attributes(attrs: dict) -> dict:
     return out
 
 
+def condition_ids(labels: dict, attributes) -> "torch.Tensor":
+    """(n, A) LongTensor: the value codes of ``attributes`` (categorical, e.g. a config's
+    ``condition``) from encoded labels; what a conditioned transformer is asked for."""
+    import torch
+
+    missing = [name for name in attributes if name not in labels]
+    if missing:
+        raise ValueError(f"the images carry no {', '.join(missing)} labels (only the toy cats do): "
+                         "condition on labelled attributes, or --set condition= for an "
+                         "unconditioned model")
+    return torch.from_numpy(np.stack([np.asarray(labels[name], dtype=np.int64) for name in attributes], axis=1))
+
+
+def encode_request(request: dict, attributes) -> list[int]:
+    """{attribute: value name} (e.g. {"fur_colour": "ginger", "pattern": "tabby"}) -> the value
+    codes of ``attributes`` in order, "unknown" (the number of values) for those not asked."""
+    unknown = [name for name in request if name not in attributes]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not among the model's condition {tuple(attributes)}")
+    codes = []
+    for name in attributes:
+        values = ATTRIBUTES[name][1]
+        if name in request and request[name] not in values:
+            raise ValueError(f"{name}={request[name]!r}: choose one of {', '.join(values)}")
+        codes.append(values.index(request[name]) if name in request else len(values))
+    return codes
+
+
 def decode_label(name: str, code) -> str | float:
     """The readable value of one encoded label (the string of a categorical code)."""
     kind, values = ATTRIBUTES[name]
     return values[int(code)] if kind == "categorical" else float(code)
 
 
-__all__ = ["ATTRIBUTES", "RENDER_VERSION", "SUPERSAMPLE", "sample_attributes", "draw_cat",
-           "render_cat", "render_cats", "mirror_labels", "mirror_attributes", "decode_label"]
+__all__ = ["ATTRIBUTES", "RENDER_VERSION", "SUPERSAMPLE", "sample_attributes", "draw_cat", "part_centres",
+           "render_cat", "render_cats", "mirror_labels", "mirror_attributes", "decode_label",
+           "condition_ids", "encode_request"]

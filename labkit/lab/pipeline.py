@@ -25,6 +25,7 @@ from . import distributed
 from . import utils
 from ..config import LabConfig
 from ..data.datasets import ImageSet, load_dataset
+from ..data.toycats import condition_ids
 from ..eval.scoring import ROWS, gap_closed, inpaint_and_score, mean_scores
 from ..core.maskgit import MaskGit
 from ..core.masks import pixel_to_token_mask
@@ -70,9 +71,10 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path | None = No
                           disable=not (options.progress and distributed.is_main())):
             tokens[split] = extract_tokens(vqgan, splits[split], cfg, out / f"tokens-{split}.safetensors")
     source = f"tokens of {getattr(splits['train'], 'source', 'the training images')}"
+    conditions = condition_ids(splits["train"].labels, cfg.condition) if cfg.condition else None
     maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], out,
                                   dataclasses.replace(options, data_source=source),
-                                  val_tokens=tokens["val"])
+                                  val_tokens=tokens["val"], conditions=conditions)
     return maskgit, history, tokens["train"]
 
 

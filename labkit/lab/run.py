@@ -233,14 +233,16 @@ class RunOptions:
     device: where (None: cuda, then mps, then cpu); resume: go on from the run folder's
     checkpoint (False: train from scratch); progress: draw a progress bar; stop_after: stop
     (with a checkpoint) after this step, as if interrupted there; compile: stage 2 through
-    ``torch.compile`` (None: on CUDA only); data_source: a name for the training data, recorded
-    in the checkpoint beside its fingerprint (default: the image set's, or "n token grids").
+    ``torch.compile`` (None: on CUDA only); name: the checkpoint's file name (default the
+    stage's: "vqgan", "mvtm"); data_source: a name for the training data, recorded in the
+    checkpoint beside its fingerprint (default: the image set's, or "n token grids").
     """
     device: str | torch.device | None = None
     resume: bool = True
     progress: bool = True
     stop_after: int | None = None
     compile: bool | None = None
+    name: str | None = None
     data_source: str | None = None
 
 

@@ -53,10 +53,9 @@ def as_images(images) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- stage 1
 
-def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, options: RunOptions | None = None,
-                name: str = "vqgan"):
+def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, options: RunOptions | None = None):
     """Train the VQGAN tokenizer on ``images`` ((n, 3, S, S) in [0, 1] or an ImageSet) with
-    ``labkit.core.train.vqgan_loop``, checkpointed to ``<run_dir>/<name>.safetensors``.
+    ``labkit.core.train.vqgan_loop``, checkpointed to ``<run_dir>/<options.name or "vqgan">.safetensors``.
 
     The checkpoint records the images' fingerprint and source (``options.data_source``, default
     the ImageSet's ``source``): resuming it with other images raises ``DataMismatchError``.
@@ -70,7 +69,7 @@ def train_vqgan(cfg: LabConfig, images, run_dir: str | Path, options: RunOptions
     batch_rng = seed_everything(cfg.seed)          # also seeds the weight initialisation
     model = VQGAN(cfg).to(device)
     optimizer = make_optimizer(model, cfg.vq_lr, cfg, device)
-    run = TrainingRun(cfg, Path(run_dir) / f"{name}.safetensors", {"vqgan": model}, optimizer,
+    run = TrainingRun(cfg, Path(run_dir) / f"{options.name or 'vqgan'}.safetensors", {"vqgan": model}, optimizer,
                       random_streams(batch_rng, device), options,
                       {"data": data_provenance(images, source or f"{len(images)} images")})
     if not run.finished:
@@ -151,14 +150,16 @@ def build_maskgit(cfg: LabConfig, vqgan: VQGAN | None = None, transformer=None,
 
 
 def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str | Path,
-               options: RunOptions | None = None, name: str = "mvtm",
-               val_tokens: torch.Tensor | None = None, maskgit_class: type[MaskGit] = MaskGit):
+               options: RunOptions | None = None, val_tokens: torch.Tensor | None = None,
+               conditions: torch.Tensor | None = None, maskgit_class: type[MaskGit] = MaskGit):
     """Train the bidirectional transformer of ``MaskGit(cfg, vqgan)`` on the token grids
-    ``tokens`` (n, N) from ``extract_tokens``, with ``labkit.core.train.mvtm_loop``.
+    ``tokens`` (n, N) from ``extract_tokens``, with ``labkit.core.train.mvtm_loop``, into
+    ``<run_dir>/<options.name or "mvtm">.safetensors`` (``mvtm_name(cfg)`` names each recipe apart).
 
-    name: the checkpoint's (``mvtm_name(cfg)`` names each recipe's run apart); val_tokens: scored every
-    ``cfg.log_every`` steps; maskgit_class: a subclass of MaskGit that changes one method
-    (notebook 03's hypothesis of a bug), trained by the same loop, seed and checkpoints.
+    val_tokens: scored every ``cfg.log_every`` steps; conditions: (n, A) the grids' attribute
+    value ids (``labkit.data.toycats.condition_ids``), needed when ``cfg.condition`` is set;
+    maskgit_class: a subclass of MaskGit that changes one method (notebook 03's hypothesis of a
+    bug), trained by the same loop, seed and checkpoints.
     The checkpoint records the tokens' fingerprint and the tokenizer's: resuming with other
     tokens raises ``DataMismatchError``, a tokenizer that stopped early ``UnfinishedStageError``.
     On CUDA the batches and masks are drawn on the GPU, bf16 autocast is on, the loss is read
@@ -175,7 +176,8 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
     if len(tokens) == 0:
         raise ValueError("no training tokens: extract_tokens got no images")
     val_tokens = None if val_tokens is None else check_tokens(val_tokens, cfg, "val_tokens")[:VAL_SUBSET]
-    path = Path(run_dir) / f"{name}.safetensors"
+    conditions = _check_conditions(conditions, cfg, len(tokens))
+    path = Path(run_dir) / f"{options.name or 'mvtm'}.safetensors"
     tokenizer = fingerprint(vqgan)
     compile = device.type == "cuda" if options.compile is None else options.compile
 
@@ -197,8 +199,27 @@ def train_mvtm(cfg: LabConfig, vqgan: VQGAN, tokens: torch.Tensor, run_dir: str 
         trainer = maskgit if transformer is maskgit.transformer else \
             type(maskgit)(cfg, maskgit.vqgan, transformer, maskgit.training_holes)
         run.compiled = compile
-        mvtm_loop(run, cfg, maskgit, tokens.to(device), batch_rng, val_tokens, trainer)
+        mvtm_loop(run, cfg, maskgit, tokens.to(device), batch_rng, val_tokens, trainer,
+                  None if conditions is None else conditions.to(device))
     return maskgit.eval(), run.history
+
+
+def _check_conditions(conditions, cfg: LabConfig, n: int) -> torch.Tensor | None:
+    """The grids' attribute ids (n, A) when the model is conditioned; none when it is not."""
+    if not cfg.condition:
+        if conditions is not None:
+            raise ValueError("conditions were given but cfg.condition is empty: set condition=(...) "
+                             "to train a conditioned model, or leave conditions out")
+        return None
+    if conditions is None:
+        raise ValueError(f"cfg.condition={cfg.condition} conditions the transformer on attributes, but no "
+                         "conditions were given: pass the training images' (labkit.data.toycats.condition_ids), "
+                         "or --set condition= for an unconditioned model (images without labels)")
+    conditions = torch.as_tensor(conditions).long()
+    if conditions.shape != (n, len(cfg.condition)):
+        raise ValueError(f"conditions must be (n, A) = ({n}, {len(cfg.condition)}), one row per token grid, "
+                         f"got {tuple(conditions.shape)}")
+    return conditions
 
 
 def mvtm_name(cfg: LabConfig, variant: str = "") -> str:

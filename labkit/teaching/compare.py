@@ -1,7 +1,7 @@
 """Comparing two training choices over several training seeds: notebook 03's measurements.
 
     run_cfg = with_budget(cfg, steps).replace(loss="full", seed=1)   # a short, equal budget
-    maskgit, history = train_mvtm(run_cfg, vqgan, tokens, out, name=mvtm_name(run_cfg))
+    maskgit, history = train_mvtm(run_cfg, vqgan, tokens, out, RunOptions(name=mvtm_name(run_cfg)))
     scores = score_inpainting(maskgit, images, pixel_masks, extractor, reference_features)
     scores.mean("hole_l1"), scores.fd[-1]                            # at t = T
 
