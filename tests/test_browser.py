@@ -260,4 +260,50 @@ def test_inpaint_notebook_runs_clean_and_its_explorer_slider_changes_the_image(b
     _, next_shot = frame("t-1")
     assert first_shot != last_shot, "the explorer shows the same picture at t = 0 and at the last t"
     assert next_shot != first_shot, "the explorer shows the same picture at t = 0 and t = 1"
+    _paint_a_hole(page)
     page.close()
+
+
+def _status_of(painter) -> str:
+    return " ".join(painter.locator(".widget-label").all_inner_texts())
+
+
+def _paint_a_hole(page) -> None:
+    """Clear the painter's hole, drag a vertical stroke near the cat's left edge, inpaint: the
+    status line must name the tokens under the stroke, and then the decode."""
+    painter = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .widget-vbox").filter(
+        has=page.locator("canvas")).first
+    painter.scroll_into_view_if_needed()
+    painter.get_by_role("button", name="clear the hole").click()
+    deadline = time.monotonic() + 30
+    while "no hole yet" not in _status_of(painter):
+        assert time.monotonic() < deadline, f"clearing the hole did not: {_status_of(painter)!r}"
+        page.wait_for_timeout(200)
+    canvas = painter.locator("canvas").last          # ipycanvas draws on its top layer
+    box = canvas.bounding_box()
+    x = box["x"] + 0.15 * box["width"]
+    page.mouse.move(x, box["y"] + 0.2 * box["height"])
+    page.mouse.down()
+    for k in range(1, 31):                            # down the image, in small steps
+        page.mouse.move(x, box["y"] + (0.2 + 0.6 * k / 30) * box["height"])
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    deadline = time.monotonic() + 60
+    while not re.search(r"token rows \d+-\d+, columns \d+-\d+", _status_of(painter)):
+        assert time.monotonic() < deadline, f"the stroke painted no hole: {_status_of(painter)!r}"
+        page.wait_for_timeout(300)
+    page.wait_for_timeout(1000)                       # the last mouse events reach the kernel
+    status = _status_of(painter)
+    rows = re.search(r"token rows (\d+)-(\d+), columns (\d+)-(\d+)", status)
+    first_row, last_row, first_col, last_col = map(int, rows.groups())
+    # the stroke ran down a sixth of the way in from the left edge (the smoke grid is 8 x 8):
+    # its tokens are in the two left columns, from near the top to near the bottom
+    assert (first_col, last_col) == (0, 1), status
+    assert first_row <= 2 and last_row >= 5, status
+    painter.get_by_role("button", name="inpaint").click()
+    deadline = time.monotonic() + 60
+    while "decoded with" not in _status_of(painter):
+        assert time.monotonic() < deadline, f"inpaint did not decode: {_status_of(painter)!r}"
+        page.wait_for_timeout(300)
+    assert rows.group(0) in _status_of(painter)       # the decode filled the painted hole
+    _screenshot(page, "04_inpaint.ipynb", "painter")

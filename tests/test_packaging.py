@@ -34,7 +34,7 @@ def test_runtime_dependencies_are_only_what_the_library_needs():
         "torch", "torchvision", "numpy", "scipy", "pillow", "matplotlib", "tqdm", "safetensors",
         "pytorch-fid"}
     extras = PROJECT["optional-dependencies"]
-    assert names(extras["lab"]) == {"jupyterlab", "ipykernel", "ipywidgets", "nbformat", "nbclient",
+    assert names(extras["lab"]) == {"jupyterlab", "ipykernel", "ipywidgets", "ipycanvas", "nbformat", "nbclient",
                                     "papermill"}
     assert names(extras["test"]) == {"pytest", "nbval", "playwright"}
 

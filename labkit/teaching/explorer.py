@@ -70,15 +70,19 @@ class DecodingExplorer:
     def _current(self) -> tuple[int, int, bool]:
         return self.image_index.value, self.iteration.value, self.composite.value
 
+    def png(self) -> bytes:
+        """PNG bytes of the view the controls show now."""
+        return self.frame(*self._current())
+
     def _update(self, change=None) -> None:
-        self.view.value = self.frame(*self._current())
+        self.view.value = self.png()
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         # The widget view for live Jupyter; a PNG of the same view and a sentence for
         # every front end that cannot run widgets (they skip the widget mimetype).
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
-        index, t, composite = self._current()
-        bundle["image/png"] = base64.b64encode(self.frame(index, t, composite)).decode("ascii")
+        index, t, _ = self._current()
+        bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
         bundle["text/plain"] = (
             f"DecodingExplorer: {self.image_index.options[-1][1] + 1} image(s), iterations 0.."
             f"{self.iteration.max}; showing image {index} at t = {t}. Run the notebook in "
