@@ -281,7 +281,7 @@ _PROFILE_VALUES: dict[str, dict] = {
         dim=32, num_layers=2, num_heads=4, mlp_dim=64,
         mvtm_steps=30, mvtm_batch_size=16, mvtm_lr=2e-3, warmup_steps=5,
         total_iter=4, catnet_channels=(8, 16, 16), catnet_steps=30, catnet_batch_size=32,
-        log_every=5, ckpt_every=10,
+        log_every=5, ckpt_every=10, train_mask="families", condition=tuple(CONDITION_VALUES),
     ),
     # Training masks inside holes like the test's and a flat stage-2 rate: the quality study's
     # choices (benchmarks/README.md); every size is the dataclass default.

@@ -16,7 +16,7 @@ from labkit.lab.run import RunOptions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-CFG = get_config("smoke")
+CFG = get_config("smoke", train_mask="random", condition=())   # the course's training masks, no condition
 N = CFG.num_image_tokens
 K = CFG.num_codebook_vectors
 

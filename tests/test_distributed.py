@@ -24,7 +24,7 @@ from labkit.lab.utils import seed_everything
 from labkit.lab.run import RunOptions
 
 # Global batches of 16: each of the two ranks computes 8 examples.
-CFG = get_config("smoke", vq_steps=6, mvtm_steps=8, log_every=2, ckpt_every=100)
+CFG = get_config("smoke", vq_steps=6, mvtm_steps=8, log_every=2, ckpt_every=100, train_mask="random", condition=())
 
 
 def smooth_images(n=32):

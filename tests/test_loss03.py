@@ -22,7 +22,7 @@ from labkit.lab.training import mvtm_name, train_mvtm
 from labkit.core.vqgan import VQGAN
 from labkit.lab.run import RunOptions
 
-CFG = get_config("smoke")
+CFG = get_config("smoke", train_mask="random", condition=())   # the course's training masks, no condition
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 

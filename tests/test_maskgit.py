@@ -15,7 +15,7 @@ from labkit.core.schedules import FORMULAS
 from labkit.data.holes import TRAINING_HOLES
 from labkit.lab.training import build_maskgit
 
-CFG = get_config("smoke")
+CFG = get_config("smoke", train_mask="random", condition=())   # the course's training masks, no condition
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from labkit import MaskGit, gamma_func, get_config
+from labkit.lab.training import build_maskgit
 from labkit.teaching import pitfalls
 
 T = 8
@@ -16,13 +17,14 @@ T = 8
 
 @pytest.fixture(scope="module")
 def cfg():
-    return get_config("smoke")
+    """The course's training masks (random, anywhere) and no condition: the pitfalls as the course has them."""
+    return get_config("smoke", train_mask="random", condition=())
 
 
 @pytest.fixture(scope="module")
 def maskgit(cfg):
     torch.manual_seed(0)
-    return MaskGit(cfg).eval()
+    return build_maskgit(cfg).eval()
 
 
 class FixedLogits(nn.Module):
@@ -230,9 +232,23 @@ def test_mask_id_in_the_softmax_can_be_chosen_and_breaks_the_decoder(maskgit, cf
     patch = cfg.downsample
     assert torch.allclose(marked[0, :, :patch, :patch], torch.tensor([1.0, 0.0, 1.0])[:, None, None].expand(3, patch, patch))
     # the correct output layer never offers the mask id, whatever the weights
-    correct = MaskGit(cfg, maskgit.vqgan, _copy_with_bias(maskgit.transformer, -1e4)).inpaint_tokens(z, hole, MaskGit(cfg, maskgit.vqgan, _copy_with_bias(maskgit.transformer, -1e4)).decode_settings(total_iter=4))
+    plain = MaskGit(cfg, maskgit.vqgan, _copy_with_bias(maskgit.transformer, -1e4))
+    correct = plain.inpaint_tokens(z, hole, plain.decode_settings(total_iter=4))
     assert bool((correct.predictions < cfg.num_codebook_vectors).all())
     assert pitfalls.decode_error(maskgit, correct.predictions[-1]) is None
+
+
+def test_the_mask_id_pitfall_wraps_a_conditioned_transformer_too():
+    """The cpu profile's transformer has condition tokens in front: the buggy output layer
+    keeps the image positions, with the same weights."""
+    cfg = get_config("smoke")
+    assert cfg.condition
+    torch.manual_seed(0)
+    model = build_maskgit(cfg).eval()
+    ids = torch.randint(0, cfg.num_codebook_vectors, (2, cfg.num_image_tokens))
+    logits = pitfalls.with_mask_id_in_softmax(model).transformer(ids)
+    assert logits.shape == (2, cfg.num_image_tokens, cfg.num_codebook_vectors + 1)
+    assert torch.allclose(logits[..., :-1], model.transformer(ids), atol=1e-5)
 
 
 def _copy_with_bias(transformer, value):

@@ -217,7 +217,7 @@ def test_fresh_trains_from_scratch(monkeypatch, tmp_path, fresh):
         pipeline.stage_tokenizer(CFG, {"train": None}, tmp_path, RunOptions(resume=not fresh))
     monkeypatch.setattr(pipeline, "extract_tokens", lambda *args, **kwargs: None)
     with pytest.raises(StopIteration):
-        pipeline.stage_mvtm(CFG, None, {"train": None, "val": None}, tmp_path,
+        pipeline.stage_mvtm(CFG.replace(condition=()), None, {"train": None, "val": None}, tmp_path,
                             RunOptions(progress=False, resume=not fresh))
     assert seen == {"vqgan": (not fresh, tmp_path / "smoke"), "mvtm": (not fresh, tmp_path / "smoke")}
 

@@ -23,7 +23,7 @@ from labkit.lab.training import (extract_tokens, load_maskgit, load_vqgan, run_d
                                  train_vqgan)
 from labkit.lab.utils import fingerprint, runs_root
 
-CFG = get_config("smoke")
+CFG = get_config("smoke", train_mask="random", condition=())   # the course's training masks, no condition
 N = CFG.num_image_tokens
 K = CFG.num_codebook_vectors
 

@@ -38,6 +38,14 @@ METHODS = {"smooth_fill": "smooth fill (no learning)", "one_shot": "MaskGIT, one
            "argmax": "MaskGIT, iterative, argmax", "sampled": "MaskGIT, iterative, sampled"}
 
 
+def family_holes(test, family: str, seed: int = 0) -> torch.Tensor:
+    """(n, S, S) bool: a hole of ``family`` for every cat of the ImageSet ``test``; the strokes
+    are the test set's own fixed masks (the course's), when it has them."""
+    if family == "strokes" and test.masks is not None:
+        return torch.from_numpy(np.ascontiguousarray(test.masks))
+    return torch.from_numpy(family_masks(family, test.labels, seed, test.size))
+
+
 def hidden_metrics(family: str) -> list[str]:
     """The sweep's metric names of the family's hidden attributes (agree_... or abserr_...)."""
     return [("agree_" if ATTRIBUTES[name][0] == "categorical" else "abserr_") + name
@@ -141,7 +149,7 @@ def family_study(maskgit, test, families=FAMILIES[:-1], extractors=(), catnet=No
     images = test.tensors()
     results = {}
     for family in families:
-        masks = torch.from_numpy(family_masks(family, test.labels, seed, test.size))
+        masks = family_holes(test, family, seed)
         argmax = sweep(maskgit, images, masks, plan, extractors, catnet, progress=progress)
         sampled = sweep(maskgit, images, masks, sampled_plan, extractors, catnet, progress=progress)
         token_share = float(pixel_to_token_mask(masks, maskgit.config.downsample).float().mean())
@@ -157,4 +165,25 @@ def family_study(maskgit, test, families=FAMILIES[:-1], extractors=(), catnet=No
     return FamilyStudy(results, {**settings.to_dict(), "n": n, "seed": seed}, unrelated)
 
 
-__all__ = ["HIDDEN", "METHODS", "hidden_metrics", "FamilyResult", "FamilyStudy", "family_study"]
+@torch.no_grad()
+def completions(maskgit, images: torch.Tensor, pixel_masks: torch.Tensor, k: int = 4, seed: int = 0,
+                settings=None) -> torch.Tensor:
+    """(k, B, 3, H, W): ``k`` sampled completions (composites) of each image's hole, one
+    generator seeded with ``seed`` drawn on (settings: default the config's, sampled tokens)."""
+    settings = settings or maskgit.decode_settings(sample=True)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([maskgit.inpaint(images, pixel_masks, settings, generator, decode_every_step=False)
+                        .images.cpu() for _ in range(k)])
+
+
+def spread(catnet, samples: torch.Tensor, attributes) -> dict:
+    """{attribute: mean over the holes of the number of distinct values CatNet reads in the k
+    completions of one hole} (1: every completion alike; k: all different), categorical only."""
+    k, batch = samples.shape[:2]
+    readings = catnet.predict(samples.flatten(0, 1))
+    return {name: float(np.mean([len(set(readings[name].reshape(k, batch)[:, i])) for i in range(batch)]))
+            for name in attributes if ATTRIBUTES[name][0] == "categorical"}
+
+
+__all__ = ["HIDDEN", "METHODS", "family_holes", "hidden_metrics", "FamilyResult", "FamilyStudy", "family_study", "completions",
+           "spread"]

@@ -49,6 +49,7 @@ SERIES = (
     "04_inpaint",
     "05_fid",
     "06_pitfalls",
+    "07_generation",
 )
 # "python3" resolves to this interpreter: jupyter_client starts the kernel with
 # sys.executable when a kernel spec's command is plain "python".

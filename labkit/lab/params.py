@@ -35,6 +35,11 @@ def _path_or_none(value) -> bool:
     return value is None or isinstance(value, (str, Path))
 
 
+def _families(value) -> bool:
+    from ..data.holes import FAMILIES
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(v in FAMILIES for v in value)
+
+
 def _device(value) -> bool:
     # A torch.device too: re-running the first cell after ``device = get_device(device)``.
     return value is None or isinstance(value, torch.device) or (
@@ -88,6 +93,14 @@ RULES = {
     "n_seeds": ("an integer >= 2 (one seed per loss gives no noise estimate)", "-p n_seeds 3",
                 lambda v: _integers([v], 2)),
     "steps": ("None or an integer >= 1", "-p steps 80", lambda v: v is None or _integers([v], 1)),
+    "guidance": _field("guidance", "-p guidance 2"),
+    "guidances": _fields("guidance", "-y 'guidances: [0, 1, 2, 4]'"),
+    "request": ("a dict {attribute: value name}, e.g. {fur_colour: ginger}",
+                "-y 'request: {fur_colour: ginger, pattern: tabby}'",
+                lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
+    "n_families": ("an integer >= 2", "-p n_families 128", lambda v: _integers([v], 2)),
+    "families": ("a non-empty list of hole families (labkit.data.holes.FAMILIES)",
+                 "-y 'families: [strokes, eyes, mouth]'", _families),
 }
 
 

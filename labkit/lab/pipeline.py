@@ -25,7 +25,9 @@ from . import distributed
 from . import utils
 from ..config import LabConfig
 from ..data.datasets import ImageSet, load_dataset
+from ..data.holes import FAMILIES
 from ..data.toycats import condition_ids
+from ..eval.families import family_holes
 from ..eval.scoring import ROWS, gap_closed, inpaint_and_score, mean_scores
 from ..core.maskgit import MaskGit
 from ..core.masks import pixel_to_token_mask
@@ -46,6 +48,12 @@ def prepare_data(cfg: LabConfig, data: str | Path | None = None, data_root: str 
     any image folder)."""
     with distributed.main_first():          # under torchrun rank 0 writes the cache, the others read it
         return load_dataset(cfg, data_root, cache_root=utils.data_root(data))
+
+
+def conditions_of(cfg: LabConfig, images: ImageSet):
+    """(n, A) the attribute ids a conditioned transformer (``cfg.condition``) trains on, from the
+    images' labels; None for an unconditioned one."""
+    return condition_ids(images.labels, cfg.condition) if cfg.condition else None
 
 
 def stage_tokenizer(cfg: LabConfig, splits: dict, runs: str | Path | None = None,
@@ -71,7 +79,7 @@ def stage_mvtm(cfg: LabConfig, vqgan, splits: dict, runs: str | Path | None = No
                           disable=not (options.progress and distributed.is_main())):
             tokens[split] = extract_tokens(vqgan, splits[split], cfg, out / f"tokens-{split}.safetensors")
     source = f"tokens of {getattr(splits['train'], 'source', 'the training images')}"
-    conditions = condition_ids(splits["train"].labels, cfg.condition) if cfg.condition else None
+    conditions = conditions_of(cfg, splits["train"])
     maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], out,
                                   dataclasses.replace(options, data_source=source),
                                   val_tokens=tokens["val"], conditions=conditions)
@@ -109,6 +117,35 @@ def evaluate_inpainting(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, runs: 
             "missing_tokens": float(pixel_to_token_mask(masks, cfg.downsample).float().mean()),
             "seconds": time.perf_counter() - start, "rows": rows,
             "gap_closed": gap_closed(hole_l1["masked_input"], hole_l1["maskgit"], hole_l1["tokenizer_ceiling"])}
+
+
+FAMILY_IMAGES = 256                    # test cats per hole family in the pipeline's table
+
+
+@torch.no_grad()
+def evaluate_families(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, progress: bool = True) -> dict:
+    """Hole L1 of MaskGIT (the config's decoding) and of the smooth fill on the first
+    ``FAMILY_IMAGES`` test cats, in a hole of every family of ``labkit.data.holes`` but
+    "everything": {family: {"missing_tokens", "maskgit", "smooth_fill"}}. Hole L1 cannot see
+    structure (a blur scores well): notebook 05 adds FD_catnet and the hidden attributes."""
+    test = test.subset(range(min(FAMILY_IMAGES, len(test))))
+    out = {}
+    for family in tqdm([f for f in FAMILIES if f != "everything"], desc="hole families", disable=not progress):
+        masks = family_holes(test, family, cfg.data_seed)[:, None]
+        batches = list(inpaint_and_score(maskgit, test.tensors(), masks, generator=torch.Generator().manual_seed(cfg.seed),
+                                         decode_every_step=False))
+        rows = mean_scores(batches)
+        out[family] = {"missing_tokens": float(pixel_to_token_mask(masks, cfg.downsample).float().mean()),
+                       "maskgit": rows["maskgit"]["hole_l1"], "smooth_fill": rows["smooth_fill"]["hole_l1"]}
+    return out
+
+
+def format_families(families: dict) -> str:
+    lines = [f"hole L1 per hole family ({FAMILY_IMAGES} test cats; FD_catnet and the hidden parts: notebook 05)",
+             f"{'family':>10} {'tokens':>7} {'MaskGIT':>8} {'smooth fill':>12}"]
+    for family, row in families.items():
+        lines.append(f"{family:>10} {row['missing_tokens']:>7.0%} {row['maskgit']:>8.4f} {row['smooth_fill']:>12.4f}")
+    return "\n".join(lines)
 
 
 def format_table(inpainting: dict) -> str:
@@ -156,6 +193,7 @@ def run_pipeline(cfg: LabConfig, runs: str | Path | None = None, data: str | Pat
     keys = ["loss", "accuracy"] + (["val_accuracy"] if "val_accuracy" in mvtm_history[-1] else [])
     save_figure(plot_history(mvtm_history, keys, title="stage 2: MVTM"), out / "training_curves_mvtm.png")
     inpainting = evaluate_inpainting(cfg, maskgit, splits["test"], runs, progress=options.progress)
+    families = evaluate_families(cfg, maskgit, splits["test"], options.progress) if splits["test"].labels else {}
 
     summary = {
         "profile": cfg.profile, "device": str(device), "machine": platform.machine(),
@@ -167,6 +205,7 @@ def run_pipeline(cfg: LabConfig, runs: str | Path | None = None, data: str | Pat
         "train_minutes": (_stage_summary(vq_history, cfg.vq_steps)["seconds"]
                           + _stage_summary(mvtm_history, cfg.mvtm_steps)["seconds"]) / 60,
         "inpainting": inpainting,
+        "families": families,
         "config": cfg.to_dict(),
     }
     utils.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -191,9 +230,10 @@ def format_summary(summary: dict) -> str:
         f"inpainting {inp['n_images']} test images ({inp['missing_pixels']:.0%} of pixels, "
         f"{inp['missing_tokens']:.0%} of tokens missing), {inp['seconds']:.0f} s",
         format_table(inp),
+        *([format_families(summary["families"])] if summary.get("families") else []),
     ]
     return "\n".join(lines)
 
 
-__all__ = ["prepare_data", "stage_tokenizer", "stage_mvtm", "evaluate_inpainting", "run_pipeline",
-           "format_table", "format_summary"]
+__all__ = ["prepare_data", "conditions_of", "stage_tokenizer", "stage_mvtm", "evaluate_inpainting", "evaluate_families",
+           "run_pipeline", "format_table", "format_families", "format_summary"]

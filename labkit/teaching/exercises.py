@@ -31,19 +31,19 @@ class Exercise(NamedTuple):
 
 EXERCISES = (
     Exercise("TODO1", "attention", "labkit/core/attention.py: MultiHeadAttention.forward",
-             ("01", "02", "03", "04", "05", "06"), "multi-head self-attention, by hand", "01"),
+             ("01", "02", "03", "04", "05", "06", "07"), "multi-head self-attention, by hand", "01"),
     Exercise("TODO2 step1-1", "encode_to_z", "labkit/core/maskgit.py: MaskGit.encode_to_z",
-             ("01", "02", "03", "04", "05", "06"), "image -> VQGAN token grid (B, h * w)", "01"),
+             ("01", "02", "03", "04", "05", "06", "07"), "image -> VQGAN token grid (B, h * w)", "01"),
     Exercise("TODO2 step1-2", "gamma_func",
              "labkit/core/schedules.py: linear, cosine, square, cubic, sqrt",
-             ("02", "03", "04", "05", "06"), "the mask schedules gamma(r)", "02"),
+             ("02", "03", "04", "05", "06", "07"), "the mask schedules gamma(r)", "02"),
     Exercise("TODO2 step1-3", "forward",
              "labkit/core/maskgit.py: MaskGit.random_token_mask and MaskGit.forward_tokens",
-             ("02", "03", "04", "05", "06"), "the MVTM training forward: random mask, masked ids, logits", "02"),
+             ("02", "03", "04", "05", "06", "07"), "the MVTM training forward: random mask, masked ids, logits", "02"),
     Exercise("TODO2 step2", "train_step", "labkit/core/train.py: mvtm_step",
-             ("02", "03", "04", "05", "06"), "one stage-2 training step: forward, loss, backward, clip, step", "02"),
+             ("02", "03", "04", "05", "06", "07"), "one stage-2 training step: forward, loss, backward, clip, step", "02"),
     Exercise("TODO3", "inpainting", "labkit/core/maskgit.py: MaskGit.inpainting",
-             ("04", "05", "06"), "one iteration of iterative decoding", "04"),
+             ("04", "05", "06", "07"), "one iteration of iterative decoding", "04"),
 )
 BY_NAME = {exercise.name: exercise for exercise in EXERCISES}
 BY_TODO = {exercise.todo: exercise for exercise in EXERCISES}

@@ -33,8 +33,9 @@ class Wrong(Exception):
 
 
 def _tiny_config(**overrides):
+    """The smoke profile's sizes, with the course's training masks and no condition."""
     from ..config import get_config
-    return get_config("smoke", **overrides)
+    return get_config("smoke", **{"train_mask": "random", "condition": (), **overrides})
 
 
 # ----------------------------------------------------------------------------- TODO1

@@ -182,12 +182,9 @@ class MaskIdInSoftmax(nn.Module):
         super().__init__()
         self.base = transformer
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, token_ids: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         base = self.base
-        x = base.embed(token_ids)
-        for block in base.blocks:
-            x = block(x)
-        hidden = base.ln_f(x)                                                     # (B, N, D)
+        hidden = base.hidden(token_ids, condition)                                # (B, N, D)
         bias = F.pad(base.bias, (0, 1))                                           # no bias for [MASK]
         return hidden @ base.tok_emb.weight.t() + bias   # BUG: all K + 1 rows, [MASK] included
 
