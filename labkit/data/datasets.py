@@ -249,6 +249,22 @@ def load_image_folder(path: str | Path, size: int, skip_corrupt: bool = False) -
 
 # ----------------------------------------------------------------------------- the course
 
+def write_image_folder(images, folder: str | Path, names) -> Path:
+    """Write ``images`` ((n, 3, S, S) floats in [0, 1] or uint8 (n, S, S, 3)) as PNGs named
+    ``names`` (a ".png" added where missing) into ``folder``, each file atomically; returns it."""
+    folder = Path(folder)
+    images = torch.as_tensor(images)
+    if images.is_floating_point():
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    names = [str(name) if str(name).lower().endswith(".png") else f"{name}.png" for name in names]
+    if len(names) != len(images) or len(set(names)) != len(names):
+        raise ValueError(f"{len(images)} images need as many distinct names, got {len(names)}")
+    for image, name in zip(images.numpy(), names):
+        with atomic_path(folder / name) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
+    return folder
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """A course mask PNG -> (H, W) bool, True = missing (black, below mid-grey)."""
     return np.asarray(read_image(path).convert("L")) < 128
@@ -466,5 +482,5 @@ def load_dataset(cfg, data_root: str | Path | None = None, cache_root: str | Pat
 
 
 __all__ = ["DataError", "ImageSet", "IMAGE_EXTENSIONS", "toy_cats", "split_seed", "list_images",
-           "read_image", "read_mask", "read_gt_csv", "load_image_folder", "load_course_dataset",
+           "read_image", "read_mask", "read_gt_csv", "write_image_folder", "load_image_folder", "load_course_dataset",
            "looks_like_course", "load_dataset"]

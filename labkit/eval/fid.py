@@ -24,6 +24,7 @@ sweeps and tables treat both alike and always say which one produced a number.
 Command line (the course's scorer, on your own results)::
 
     python -m labkit fid PRED_DIR GT [--weights PATH] [--stats-cache X.npz] [--device cpu]
+    python -m labkit fid PRED_DIR GT --catnet runs/cpu/catnet.safetensors     # FD_catnet instead
 
 GT is a folder of PNGs or the course's CSV (one image of 64*64*3 uint8 values per row).
 """
@@ -382,11 +383,18 @@ def _main(argv) -> int:
     parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest available)")
     parser.add_argument("--allow-download", action="store_true",
                         help="download the Inception weights when they are missing")
+    parser.add_argument("--catnet", metavar="PATH",
+                        help="score FD_catnet with this CatNet (runs/<profile>/catnet.safetensors) "
+                             "instead of FID: the offline stand-in on the toy cats")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     images = read_pair(args.pred, args.gt)
-    extractor = inception_extractor(args.weights, args.device, args.allow_download)
+    if args.catnet:
+        from .catnet import catnet_extractor, load_catnet
+        extractor = catnet_extractor(load_catnet(args.catnet, device=args.device), args.device)
+    else:
+        extractor = inception_extractor(args.weights, args.device, args.allow_download)
     result = score_images(*images, extractor, args.stats_cache)
     print(f"{result['metric']}: {result['value']:.4f}  ({result['n_pred']} predicted vs "
           f"{result['n_gt']} ground-truth images; {result['extractor']} weights "

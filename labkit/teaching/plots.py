@@ -478,4 +478,50 @@ def plot_mask_traces(traces: dict, index: int = 0, cell_size: float = 1.05) -> F
     return fig
 
 
-__all__ += ["plot_mask_traces"]
+def plot_decodes_side_by_side(results: dict, index: int = 0, cell_size: float = 1.05) -> Figure:
+    """Several decodings of the same image, side by side: for each ``InpaintResult`` of
+    ``results`` ({label: result}, e.g. one per schedule, decoded with every step) two rows, the
+    latent mask (``TOKEN_STATES``) and the prediction after each iteration; the first column is
+    the input, the last the ground truth."""
+    labels = list(results)
+    if not labels:
+        raise ValueError("results is empty: give {label: InpaintResult}, e.g. one per schedule")
+    n_steps = max(len(result.trace) for result in results.values())
+    n_cols = n_steps + 2
+    fig = Figure(figsize=(cell_size * n_cols + 1.2, 2 * cell_size * len(labels) + 0.9), layout="constrained")
+    axes = fig.subplots(2 * len(labels), n_cols, squeeze=False)
+    for row, label in enumerate(labels):
+        result = results[label]
+        states = decoding_states(result.trace, index)
+        counts = result.trace.masked_counts()[:, index].cpu()
+        steps = result.steps(False).cpu()
+        if len(steps) != len(result.trace):
+            raise ValueError(f"{label}: decode every step (decode_every_step=True) to show its predictions")
+        ax_tokens, ax_images = axes[2 * row], axes[2 * row + 1]
+        for col in range(n_cols):
+            for ax in (ax_tokens[col], ax_images[col]):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if col == n_cols - 1:
+                ax_tokens[col].axis("off")
+                ax_images[col].imshow(_to_hwc(result.original[index]), interpolation="nearest")
+                if row == 0:
+                    ax_images[col].set_title("ground truth", fontsize=9)
+                continue
+            if col >= len(states):
+                ax_tokens[col].axis("off")
+                ax_images[col].axis("off")
+                continue
+            ax_tokens[col].imshow(_state_image(states[col]), interpolation="nearest")
+            ax_tokens[col].set_xlabel(f"{int(counts[col])} masked", fontsize=8, labelpad=2)
+            image = result.masked_input[index] if col == 0 else steps[col - 1, index]
+            ax_images[col].imshow(_to_hwc(image), interpolation="nearest")
+            if row == 0:
+                ax_tokens[col].set_title("input" if col == 0 else f"t = {col}", fontsize=9)
+        ax_tokens[0].set_ylabel(f"{label}\nlatent mask", fontsize=9)
+        ax_images[0].set_ylabel("prediction", fontsize=9)
+    _state_legend(fig, loc="outside lower center")
+    return fig
+
+
+__all__ += ["plot_mask_traces", "plot_decodes_side_by_side"]
