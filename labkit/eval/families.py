@@ -21,6 +21,7 @@ plausible completion that ignores the visible face would score.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,7 @@ def family_study(maskgit, test, families=FAMILIES[:-1], extractors=(), catnet=No
     ``labkit.eval.generation`` instead."""
     if "everything" in families:
         raise ValueError("'everything' is generation: score it with labkit.eval.generation")
+    start = time.perf_counter()
     n = min(n or len(test), len(test))
     test = test.subset(range(n))
     settings = maskgit.decode_settings()
@@ -162,7 +164,8 @@ def family_study(maskgit, test, families=FAMILIES[:-1], extractors=(), catnet=No
             key = ("agree_" if kind == "categorical" else "abserr_") + name
             unrelated[key] = float(np.mean(truth[name] == other) if kind == "categorical"
                                    else np.mean(np.abs(truth[name] - other)))
-    return FamilyStudy(results, {**settings.to_dict(), "n": n, "seed": seed}, unrelated)
+    return FamilyStudy(results, {**settings.to_dict(), "n": n, "seed": seed,
+                                 "seconds": time.perf_counter() - start}, unrelated)
 
 
 @torch.no_grad()
