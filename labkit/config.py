@@ -212,6 +212,15 @@ def _sizes(value) -> bool:
     return isinstance(value, (tuple, list)) and len(value) > 0 and all(_integer(v, 1) for v in value)
 
 
+# The choice temperature scales Gumbel noise (at most 16.1: gumbel_noise clamps its uniforms)
+# added to the float32 log-probabilities of the chosen tokens (a few nats: the argmax's lie in
+# [-log K, 0]). Up to
+# 1e6 the noise stays below 2**24, where float32 still resolves one nat of log-probability;
+# beyond it the model's confidences are rounded away (the order is the noise's alone, so a
+# larger value means nothing more), and from about 2e37 the sum overflows to inf and ties the
+# known tokens' +inf, which then get re-masked.
+MAX_CHOICE_TEMPERATURE = 1e6
+
 _INTEGER = ("an integer", lambda v: isinstance(v, Integral) and not isinstance(v, bool))
 _POSITIVE = ("an integer >= 1", lambda v: _integer(v, 1))
 _COUNT = ("an integer >= 0", lambda v: _integer(v, 0))
@@ -249,7 +258,9 @@ FIELD_RULES = {
     "mvtm_lr_floor": ("a number in [0, 1]", lambda v: _number(v, 0, 1)),
     "mvtm_lr_hold": ("a number in [0, 1)", lambda v: _number(v, 0, 1, high_open=True)),
     "total_iter": _POSITIVE,
-    "choice_temperature": ("a finite number >= 0", lambda v: _number(v, 0, math.inf)),
+    "choice_temperature": (f"a finite number >= 0 and at most {MAX_CHOICE_TEMPERATURE:g} (more "
+                           "noise than float32 log-probabilities resolve)",
+                           lambda v: _number(v, 0, MAX_CHOICE_TEMPERATURE)),
     "sweet_spot": ("None or an integer >= 1", lambda v: v is None or _integer(v, 1)),
     "guidance": ("a number in [0, 20]", lambda v: _number(v, 0, 20)),
     "catnet_channels": _CHANNELS, "catnet_steps": _POSITIVE, "catnet_batch_size": _POSITIVE,

@@ -1,17 +1,19 @@
 """The one checkpoint format: exact round trips, atomic writes, clear errors on bad files."""
 
+import errno
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-import labkit.lab.checkpoint as checkpoint_module
 from labkit import CheckpointError, get_config, load_checkpoint, save_checkpoint
 from labkit.core.transformer import BidirectionalTransformer
+from labkit.lab.utils import EnvironmentProblem
 
 CFG = get_config("smoke")
 
@@ -73,17 +75,39 @@ def test_failing_save_keeps_the_old_file(tmp_path, monkeypatch):
     path = save(tmp_path / "m.safetensors", model, optimizer, torch.Generator(), step=5)
     before = path.read_bytes()
 
-    def half_written(tensors, filename, metadata=None):
+    def half_written(filename, data):
         with open(filename, "wb") as handle:
             handle.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_module, "save_file", half_written)
+    monkeypatch.setattr(Path, "write_bytes", half_written)
     with pytest.raises(OSError, match="disk full"):
         save(path, model, optimizer, torch.Generator(), step=6)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
     assert load_checkpoint(path).step == 5
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_named_as_such_with_the_path_and_the_old_file_kept(tmp_path, monkeypatch, code):
+    model, optimizer = trained_state()
+    path = save(tmp_path / "m.safetensors", model, optimizer, torch.Generator(), step=5)
+    before = path.read_bytes()
+
+    def disk_full(filename, data):
+        with open(filename, "wb") as handle:
+            handle.write(data[:100])
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    named = (rf"no space left on the disk to write {re.escape(str(path))} \({os.strerror(code)}\): "
+             r"the previous m.safetensors is kept as it was. Free space")
+    with pytest.raises(EnvironmentProblem, match=named):
+        save(path, model, optimizer, torch.Generator(), step=6)
+    with pytest.raises(EnvironmentProblem, match="nothing was written"):
+        save(tmp_path / "new.safetensors", model, optimizer, torch.Generator(), step=6)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
 
 
 @pytest.fixture
@@ -186,6 +210,9 @@ MALFORMED_HEADERS = {
     "no format": _with_meta(format=None),
     "step not a number": _with_meta(step="seven"),
     "negative step": _with_meta(step="-1"),
+    "step a unicode digit": _with_meta(step="\u0663"),            # ARABIC-INDIC DIGIT THREE
+    "step a superscript": _with_meta(step="\u00b2"),              # isdigit(), but not int()
+    "step 5000 digits": _with_meta(step="9" * 5000),
     "config not json": _with_meta(config="{dim: 32"),
     "config a list": _with_meta(config="[1, 2]"),
     "config nested deeply": _with_meta(config="[" * 100_000 + "]" * 100_000),

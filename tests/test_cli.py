@@ -9,6 +9,7 @@ checkpoint trained once for the module still loads, unchanged, afterwards.
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,8 @@ from PIL import Image
 
 from labkit import get_config, load_checkpoint
 from labkit.lab.cli import parse_overrides
-from labkit.lab.command import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, run_command
+from labkit.lab.command import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED,
+                                EXIT_TERMINATED, run_command)
 from labkit.lab.utils import get_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,29 +141,114 @@ def test_debug_shows_the_traceback(trained, unchanged):
     assert "Traceback" in result.stderr and "error: dim=33" in result.stderr
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(trained, unchanged, tmp_path):
-    runs = tmp_path / "runs"
+def signal_training(runs, data, signum, ckpt_every=2):
+    """Start a long smoke tokenizer run, send ``signum`` once it wrote its first checkpoint;
+    returns (exit status, stdout, stderr)."""
     path = runs / "smoke" / "vqgan.safetensors"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LABKIT_PROFILE": "smoke"}
     process = subprocess.Popen(
         [sys.executable, "-m", "labkit", "train-tokenizer", "--set", "vq_steps=100000",
-         "--set", "ckpt_every=2",
-         "--runs", str(runs), "--data", str(trained[1]), "--no-progress"],
+         "--set", f"ckpt_every={ckpt_every}",
+         "--runs", str(runs), "--data", str(data), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
         while not path.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)                           # the first checkpoint: training is under way
         assert path.exists(), "training never wrote its first checkpoint"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == EXIT_INTERRUPTED, err
+    return process.returncode, out, err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(trained, unchanged, tmp_path):
+    runs = tmp_path / "runs"
+    status, out, err = signal_training(runs, trained[1], signal.SIGINT)
+    assert status == EXIT_INTERRUPTED, err
     assert "Traceback" not in err and "interrupted" in (out + err)
-    saved = load_checkpoint(path, part="vqgan")
+    saved = load_checkpoint(runs / "smoke" / "vqgan.safetensors", part="vqgan")
     assert 0 < saved.step < 100000
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_exits_143(trained, unchanged, tmp_path):
+    runs = tmp_path / "runs"
+    path = runs / "smoke" / "vqgan.safetensors"
+    status, out, err = signal_training(runs, trained[1], signal.SIGTERM, ckpt_every=3)
+    assert status == EXIT_TERMINATED == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "SIGTERM: stopping after this step" in out
+    stopped = re.search(r"stopped by SIGTERM .* at step (\d+) of 100000; checkpoint saved at (\S+); "
+                        r"run the same command again to resume", err)
+    assert stopped and stopped[2] == str(path), err
+    assert load_checkpoint(path, part="vqgan").step == int(stopped[1])      # the step it stopped at
+    assert [p.name for p in path.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_path_and_keeps_the_old_one(trained, unchanged,
+                                                                                   tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (the simulated full disk is in test_checkpoint.py)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # room for the JSON files and a first checkpoint, not for a second copy beside it
+    size = (trained[0] / "smoke" / "vqgan.safetensors").stat().st_size * 3 // 2
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        path = disk / "smoke" / "vqgan.safetensors"
+        result = labkit("train-tokenizer", "--set", "ckpt_every=2", "--runs", disk, "--data", trained[1],
+                        "--no-progress")
+        first = load_checkpoint(path, part="vqgan").step
+        assert_clean_failure(result, path, "no space left on the disk",
+                             "the previous vqgan.safetensors is kept", status=EXIT_ENVIRONMENT)
+        assert first == 2                                                     # the old file, intact
+        assert [p.name for p in path.parent.iterdir() if ".tmp-" in p.name] == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_refused_before_training(trained, unchanged, tmp_path):
+    folder = tmp_path / "runs" / "smoke" / "vqgan.safetensors"
+    folder.mkdir(parents=True)
+    result = labkit("train-tokenizer", "--runs", tmp_path / "runs", "--data", trained[1], "--no-progress")
+    assert_clean_failure(result, folder, "is a folder", "move the folder away")
+    assert ".tmp-" not in result.stderr and list(folder.iterdir()) == []
+
+
+def test_an_empty_runs_folder_is_refused_not_replaced_by_the_default(trained, unchanged):
+    result = labkit("train-tokenizer", "--runs", "", "--data", trained[1], "--no-progress")
+    assert_clean_failure(result, "the runs folder (--runs, runs_root) is an empty path")
+
+
+def test_make_data_without_progress_draws_no_bars(tmp_path):
+    drawn = labkit("make-data", "--data", tmp_path / "a", env={"LABKIT_PROGRESS": "text"})
+    quiet = labkit("make-data", "--data", tmp_path / "b", "--no-progress", env={"LABKIT_PROGRESS": "text"})
+    assert drawn.returncode == quiet.returncode == 0, (drawn.stderr, quiet.stderr)
+    assert "rendering toy cats (train)" in drawn.stderr
+    assert "rendering" not in quiet.stdout + quiet.stderr
+    assert quiet.stdout == drawn.stdout.replace(str(tmp_path / "a"), str(tmp_path / "b"))
+
+
+def course_without_ground_truth(root, size=CFG.image_size, n=3):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2), ("test/masked_image", n)):
+        images_folder(root / split, count, size)
+    (root / "test" / "mask64").mkdir()
+    for k in range(n):
+        mask = np.full((size, size), 255, np.uint8)
+        mask[rng.integers(0, size - 8):, :size // 2] = 0               # black = missing
+        Image.fromarray(mask).save(root / "test" / "mask64" / f"{k}.png")
+    return root
+
+
+def test_pipeline_on_a_course_folder_without_ground_truth_stops_before_training(tmp_path):
+    course = course_without_ground_truth(tmp_path / "course")
+    result = labkit("pipeline", "--data-root", course, "--runs", tmp_path / "runs", "--no-progress")
+    assert_clean_failure(result, course / "test", "no ground truth to score")
+    assert not (tmp_path / "runs").exists()
 
 
 # ----------------------------------------------------------------------------- labkit.eval.fid
@@ -200,6 +287,19 @@ def test_notebook_runner_with_a_misspelt_parameter(unchanged, tmp_path):
     result = labkit("notebooks", "--only", "04_inpaint", "-p", "gama", "linear", "--runs-root", tmp_path)
     assert_clean_failure(result, "gama", "04_inpaint: ", "gamma")
     assert not (tmp_path / "smoke").exists()                     # stopped before any kernel
+
+
+@pytest.mark.parametrize("package", ["papermill", "ipykernel"])
+def test_notebook_runner_without_its_packages_gives_the_install_hint(unchanged, tmp_path, package):
+    shadow = tmp_path / "shadow" / package                       # an environment without it
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{package}'\", "
+                                        f"name='{package}')\n")
+    result = labkit("notebooks", "--only", "01_attention", "--runs-root", tmp_path / "runs",
+                    env={"PYTHONPATH": f"{tmp_path / 'shadow'}{os.pathsep}{ROOT}"})
+    assert_clean_failure(result, f"No module named '{package}'", "pip install -e '.[lab,test]'",
+                         "make setup", status=EXIT_ENVIRONMENT)
+    assert "Kernel died" not in result.stderr and not (tmp_path / "runs").exists()
 
 
 # ----------------------------------------------------------------------------- in-process pieces

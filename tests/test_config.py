@@ -63,6 +63,7 @@ def test_overrides_and_architecture_diff():
     (dict(choice_temperature=float("nan")), r"choice_temperature=nan: expected a finite number >= 0"),
     (dict(choice_temperature=float("inf")), r"choice_temperature=inf"),
     (dict(choice_temperature=-0.5), r"choice_temperature=-0.5"),
+    (dict(choice_temperature=1e300), r"choice_temperature=1e\+300: .* at most 1e\+06"),
     (dict(label_smoothing=1.0), r"label_smoothing=1.0: expected a number in \[0, 1\)"),
     (dict(dropout=-0.1), r"dropout=-0.1"),
     (dict(mvtm_batch_size=0), r"mvtm_batch_size=0: expected an integer >= 1"),

@@ -291,3 +291,54 @@ def test_uint8_images_become_contiguous_floats_as_pytorch_fid_feeds_them():
     expected = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float().div(255) for im in images])
     assert torch.equal(floats, expected)
     assert fid.to_float_images(floats.permute(0, 1, 3, 2)).is_contiguous()
+
+
+# ------------------------------------------------------------------ inputs that are not what they claim
+def _folder(path, sizes, seed=0):
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i, size in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def test_predictions_of_another_size_than_the_course_csv_are_blamed(tmp_path):
+    pred = _folder(tmp_path / "pred", [32, 32])
+    truth = np.random.default_rng(1).integers(0, 256, (2, 64 * 64 * 3))
+    (tmp_path / "gt.csv").write_text("\n".join(",".join(map(str, row)) for row in truth) + "\n")
+    assert fid.read_images(tmp_path / "gt.csv").shape == (2, 64, 64, 3)       # the size from the rows
+    with pytest.raises(ValueError, match=rf"the predictions in {tmp_path / 'pred'} are 32x32 but the "
+                                         rf"ground truth {tmp_path / 'gt.csv'} is 64x64: save the "
+                                         r"predictions at 64x64"):
+        fid.read_pair(pred, tmp_path / "gt.csv")
+    with pytest.raises(ValueError, match="are 32x32 but the ground truth .* is 64x64"):
+        fid.read_pair(pred, _folder(tmp_path / "gt", [64, 64]))
+
+
+def test_one_odd_sized_image_is_refused_by_name_never_resized(tmp_path):
+    pred = _folder(tmp_path / "pred", [16, 16, 12, 16])
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'pred' / '2.png'} is 12x12 but the other images "
+                                         rf"in {tmp_path / 'pred'} are 16x16"):
+        fid.read_pair(pred, _folder(tmp_path / "gt", [16, 16]))
+
+
+def test_statistics_labkit_did_not_write_are_never_overwritten(tmp_path):
+    calls = []
+    images = np.random.default_rng(3).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, mu=np.zeros(12), sigma=np.eye(12))                     # pytorch-fid's own format
+    before = theirs.read_bytes()
+    with pytest.raises(ValueError, match=rf"{theirs} holds statistics that labkit did not write .* "
+                                         "never overwrites them: pass another --stats-cache"):
+        fid.reference_statistics(_pooling_extractor(calls), images, theirs)
+    assert theirs.read_bytes() == before and calls == []
+
+
+def test_a_statistics_cache_that_is_a_folder_or_empty_is_refused_before_any_feature(tmp_path):
+    calls = []
+    images = np.random.default_rng(3).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(IsADirectoryError, match=rf"{tmp_path} is a folder, but labkit writes a file there"):
+        fid.reference_statistics(_pooling_extractor(calls), images, tmp_path)
+    with pytest.raises(ValueError, match=r"the statistics cache \(--stats-cache, stats_cache\) is an empty path"):
+        fid.score_images(images, images, _pooling_extractor(calls), stats_cache="")
+    assert calls == [] and list(tmp_path.iterdir()) == []

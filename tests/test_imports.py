@@ -113,9 +113,10 @@ def test_the_lesson_imports_only_the_lesson_and_the_config(module):
 
 
 def test_the_lesson_is_the_size_of_mingpt():
-    """The whole method (conditioning and generation included) in about 1,300 lines."""
-    lines = sum(len(FILES[module].read_text().splitlines()) for module in CORE)
-    assert lines <= 1400, f"labkit/core/ holds {lines} lines: the lesson should stay readable in a sitting"
+    """The whole method (conditioning and generation included) in about 1,300 lines; the checks
+    of its inputs (core/checks.py) are not the lesson and are left out of the count."""
+    lines = sum(len(FILES[module].read_text().splitlines()) for module in CORE if module != "core.checks")
+    assert lines <= 1350, f"labkit/core/ holds {lines} lines of the method: it should stay readable in a sitting"
 
 
 def test_schedules_is_a_leaf_and_config_does_not_need_the_models():

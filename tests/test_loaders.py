@@ -2,6 +2,7 @@
 and the errors each kind of bad input gives."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -122,6 +123,22 @@ def test_toy_cat_splits_are_distinct_and_only_test_has_masks(tmp_path):
     assert (np.abs(train[:4].astype(int) - val).mean((1, 2, 3)) > 5).all()
     other = toy_cats(SMOKE.replace(data_seed=1), "val", root=tmp_path, progress=False)
     assert (other.images != val).any()
+
+
+@pytest.mark.parametrize("other", [dict(n_val=3), dict(data_seed=1), dict(image_size=16)],
+                         ids=["fewer images", "another seed", "another size"])
+def test_a_cache_that_does_not_hold_what_its_name_says_is_rendered_again(tmp_path, other):
+    first = toy_cats(SMOKE, "val", root=tmp_path / "right", progress=False)
+    made = toy_cats(SMOKE.replace(**other), "val", root=tmp_path / "other", progress=False)
+    path = tmp_path / "right" / "toycats-32" / "val-seed0-n4.npz"
+    (made_path,) = (tmp_path / "other").rglob("*.npz")
+    path.write_bytes(made_path.read_bytes())                 # copied over, renamed, or mixed up
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(path))} holds .*, not the toycats:val "
+                                         r"\(seed 1, 4 images of 32x32\) its name says; rendering it again"):
+        again = toy_cats(SMOKE, "val", root=tmp_path / "right", progress=False)
+    np.testing.assert_array_equal(again.images, first.images)
+    assert len(made) != 4 or made.size != 32 or made.names != first.names
+    assert toy_cats(SMOKE, "val", root=tmp_path / "right", progress=False).names == first.names
 
 
 @pytest.mark.parametrize("damage", ["truncate", "old_version"])
@@ -266,9 +283,29 @@ def test_course_layout_with_png_ground_truth_and_another_size(tmp_path):
 
 def test_course_layout_without_ground_truth_is_flagged(tmp_path):
     truth, masks = course_tree(tmp_path, gt=None)
-    test = load_course_dataset(tmp_path)["test"]
+    splits = load_course_dataset(tmp_path)
+    test = splits["test"]
     assert "MASKED images, no ground truth" in test.source
     assert (test.images[masks] == 128).all()
+    for images in (test, test.subset([0, 1])):
+        with pytest.raises(DataError, match=r"MASKED images, .*: there is no ground truth to score"):
+            images.require_ground_truth()
+    splits["train"].require_ground_truth()                      # training needs none
+
+
+def test_an_index_beyond_the_set_is_named_with_the_valid_range(tmp_path):
+    course_tree(tmp_path)
+    test = load_course_dataset(tmp_path)["test"]
+    for take in (test.tensors, test.mask_tensors, test.subset):
+        with pytest.raises(DataError, match=r"image index 999 is out of range: course:test .* holds 3 "
+                                            r"images \(indices 0\.\.2\)"):
+            take([0, 999])
+    assert test.subset([-1]).names == ["0002.png"]
+
+
+def test_an_empty_data_root_is_refused_not_read_as_the_current_folder():
+    with pytest.raises(ValueError, match=r"the dataset folder \(data_root, --data-root\) is an empty path"):
+        load_dataset(SMOKE, "")
 
 
 def test_csv_ids_put_rows_in_file_order(tmp_path):
@@ -348,17 +385,51 @@ def test_csv_rows_of_the_wrong_length_are_errors(tmp_path):
         load_course_dataset(tmp_path)
 
 
-def test_csv_values_must_be_pixels(tmp_path):
-    truth, _ = course_tree(tmp_path, gt=None)
-    path = tmp_path / "test" / "gt.csv"
+def csv_with_a_bad_value(root, row, value, start=b""):
+    """A course tree whose gt.csv holds ``value`` as the 8th value of ``row`` (0-based);
+    ``start``: bytes before the first row (Excel's byte-order mark)."""
+    truth, _ = course_tree(root, gt=None)
+    path = root / "test" / "gt.csv"
     write_csv(path, truth)
     rows = path.read_text().splitlines()
-    values = rows[2].split(",")
-    values[7] = "300"
-    rows[2] = ",".join(values)
-    path.write_text("\n".join(rows) + "\n")
+    values = rows[row].split(",")
+    values[7] = value
+    rows[row] = ",".join(values)
+    path.write_bytes(start + ("\n".join(rows) + "\n").encode())
+    return path
+
+
+def test_csv_values_must_be_pixels(tmp_path):
+    path = csv_with_a_bad_value(tmp_path, 2, "300")
     with pytest.raises(DataError, match="row 3 holds values outside 0..255"):
         read_gt_csv(path, 64)
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_an_excel_csv_with_a_byte_order_mark_is_read(tmp_path, header):
+    truth, _ = course_tree(tmp_path, gt=None)
+    path = tmp_path / "test" / "gt.csv"
+    write_csv(path, truth, header=header)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))   # "CSV UTF-8"
+    np.testing.assert_array_equal(load_course_dataset(tmp_path)["test"].images, truth)
+
+
+@pytest.mark.parametrize("index", [False, True])
+@pytest.mark.parametrize("start", [0, 1])
+def test_a_header_of_column_numbers_is_skipped(tmp_path, index, start):
+    truth, _ = course_tree(tmp_path, gt=None)
+    values = truth.reshape(len(truth), -1)
+    lines = [",".join(([""] if index else []) + [str(i + start) for i in range(values.shape[1])])]
+    lines += [",".join(([str(k)] if index else []) + list(map(str, row))) for k, row in enumerate(values)]
+    (tmp_path / "test" / "gt.csv").write_text("\n".join(lines) + "\n")      # pandas' to_csv
+    np.testing.assert_array_equal(load_course_dataset(tmp_path)["test"].images, truth)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_bad_first_row_is_named_not_taken_for_a_header(tmp_path, bom):
+    csv_with_a_bad_value(tmp_path, 0, "256", start=bom)
+    with pytest.raises(DataError, match=r"gt\.csv row 1 holds values outside 0\.\.255 \(256 at value 8\)"):
+        load_course_dataset(tmp_path)
 
 
 def test_ground_truth_count_must_match(tmp_path):

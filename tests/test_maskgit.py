@@ -13,6 +13,7 @@ from labkit.data.holes import make_masks
 from labkit.core.masks import pixel_to_token_mask, smooth_fill
 from labkit.core.schedules import FORMULAS
 from labkit.data.holes import TRAINING_HOLES
+from labkit.config import MAX_CHOICE_TEMPERATURE
 from labkit.lab.training import build_maskgit
 
 CFG = get_config("smoke", train_mask="random", condition=())   # the course's training masks, no condition
@@ -338,6 +339,8 @@ def test_the_smoke_profiles_total_iter_has_effect(model):
     (dict(gamma=gamma_func("cosine")), r"gamma=<function .*: expected a mask schedule"),
     (dict(choice_temperature=float("nan")), r"choice_temperature=nan: expected a finite number >= 0"),
     (dict(choice_temperature=-1.0), r"choice_temperature=-1.0: expected a finite number >= 0"),
+    (dict(choice_temperature=1e300), r"choice_temperature=1e\+300: expected a finite number >= 0 and "
+                                     r"at most 1e\+06"),
     (dict(fill=1.5), r"fill=1.5: expected .* in \[0, 1\]"),
     (dict(fill=float("nan")), r"fill=nan"),
     (dict(fill="blur"), r"fill='blur': expected .* or \"smooth\""),
@@ -345,6 +348,44 @@ def test_the_smoke_profiles_total_iter_has_effect(model):
 def test_bad_decoding_arguments(model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         model.decode_settings(**kwargs)
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_the_largest_choice_temperature_still_pins_every_known_token(model, sample):
+    z, token_mask = random_problem(seed=4, min_masked=3)
+    settings = model.decode_settings(choice_temperature=MAX_CHOICE_TEMPERATURE, sample=sample)
+    trace = model.inpaint_tokens(z, token_mask, settings, torch.Generator().manual_seed(0))
+    assert torch.equal(trace.predictions[:, ~token_mask], z[~token_mask].expand(len(trace), -1))
+    assert (trace.still_masked[-1] == 0).all() and not (trace.still_masked & ~token_mask).any()
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(generator=123), TypeError, r"generator=123: expected a torch.Generator or None"),
+    (dict(z_indices=CFG.num_codebook_vectors + 3), ValueError,
+     rf"z_indices hold the id {CFG.num_codebook_vectors + 3} at a known position: token ids are the "
+     rf"codebook's, 0\.\.{CFG.num_codebook_vectors - 1}"),
+    (dict(z_indices=-1), ValueError, r"hold the id -1 at a known position"),
+    (dict(token_mask=0.5), ValueError, r"token_mask must be boolean or 0/1 \(1 = unknown\), got values such as 0.5"),
+    (dict(z_indices=0.5), TypeError, r"z_indices must be integer token ids, got dtype torch.float32"),
+], ids=["generator an int", "id beyond the codebook", "negative id", "fractional mask", "float ids"])
+def test_decoding_inputs_of_the_wrong_kind_are_refused(model, change, error, match):
+    z, token_mask = random_problem(seed=5)
+    generator = change.get("generator", torch.Generator().manual_seed(0))
+    if "z_indices" in change:
+        z = z.to(torch.float32) if isinstance(change["z_indices"], float) else z
+        z[0, ~token_mask[0]] = torch.tensor(change["z_indices"], dtype=z.dtype)
+    if "token_mask" in change:
+        token_mask = token_mask.float() * change["token_mask"]
+    with pytest.raises(error, match=match):
+        model.inpaint_tokens(z, token_mask, generator=generator)
+
+
+def test_ids_under_the_mask_and_a_0_1_mask_are_fine(model):
+    z, token_mask = random_problem(seed=6, min_masked=2)
+    expected = model.inpaint_tokens(z, token_mask, generator=torch.Generator().manual_seed(0))
+    masked_any = z.masked_fill(token_mask, CFG.mask_token_id)              # [MASK] under the mask
+    again = model.inpaint_tokens(masked_any, token_mask.int(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(expected.predictions, again.predictions)
 
 
 def test_a_model_trained_on_holes_needs_its_holes():

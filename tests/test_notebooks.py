@@ -112,16 +112,23 @@ def test_runner_runs_in_order_writes_a_summary_and_refreshes_without_papermill_t
 def test_runner_stops_at_a_failing_notebook_and_says_where(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    broken = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('boom')")])
+    broken = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                             nbformat.v4.new_code_cell("\nraise ValueError('boom')")])
     broken.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(broken, notebooks / "a.ipynb")
     _tiny_notebook(notebooks / "b.ipynb")
+    lines = []
     summary = run_series("smoke", ["a", "b"], runs_root=tmp_path / "runs", notebooks_dir=notebooks,
-                         log=lambda *args, **kwargs: None)
+                         log=lambda line, **kwargs: lines.append(line))
     assert not summary["ok"]
     assert [entry["name"] for entry in summary["notebooks"]] == ["a"]
     assert summary["notebooks"][0]["status"] == "failed"
     assert "ValueError: boom" in summary["notebooks"][0]["error"]
+    # the injected parameters run as [1]: the failing cell is [3] in the executed copy
+    assert summary["notebooks"][0]["cell"] == 3
+    output = tmp_path / "runs" / "smoke" / "notebooks" / "a.ipynb"
+    assert any("a.ipynb FAILED after" in line and "in cell [3] (raise ValueError('boom')): "
+               f"ValueError: boom; see cell [3] of {output}" in line for line in lines), lines
 
 
 def test_runner_refuses_to_refresh_with_parameters_and_names_unknown_notebooks(tmp_path):

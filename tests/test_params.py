@@ -102,3 +102,20 @@ def test_the_notebook_runner_checks_parameters_before_starting_a_kernel(tmp_path
     with pytest.raises(ParameterError, match="total_iter = 8.5"):
         run_series("smoke", ["04_inpaint"], {"total_iter": 8.5}, runs_root=tmp_path, log=lambda *a, **k: None)
     assert not (tmp_path / "smoke").exists()
+
+
+def test_image_indices_beyond_the_test_split_are_refused_with_the_range(tmp_path):
+    with pytest.raises(ParameterError, match=r"image_indices = \[0, 999\]: the smoke profile's test "
+                                             r"split has 16 images: choose indices in 0\.\.15"):
+        run_series("smoke", ["04_inpaint"], {"image_indices": [0, 999]}, runs_root=tmp_path,
+                   log=lambda *a, **k: None)
+    check_parameters(profile="smoke", image_indices=[15])
+    check_parameters(profile="smoke", image_indices=[999], data_root="/course")   # its size: once loaded
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_a_profile_parameter_that_disagrees_with_the_runs_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"-p profile 'cpu' disagrees with the run's profile 'smoke' "
+                                         r"\(--profile.*: choose the profile once, with --profile cpu"):
+        run_series("smoke", ["04_inpaint"], {"profile": "cpu"}, runs_root=tmp_path, log=lambda *a, **k: None)
+    assert not (tmp_path / "smoke").exists()

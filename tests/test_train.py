@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ import labkit.lab.training as train_module
 from labkit import CheckpointError, MaskGit, get_config
 from labkit.core.train import lr_at
 from labkit.core.vqgan import VQGAN
+from labkit.data.datasets import DataError
 from labkit.eval.metrics import masked_l1, masked_psnr, masked_token_accuracy
 from labkit.lab.checkpoint import load_checkpoint, read_header, save_checkpoint
 from labkit.lab.run import (DataMismatchError, RecipeMismatchError, RunFolderError, RunOptions,
@@ -478,6 +480,44 @@ def test_token_cache_is_reused_and_invalidated(tmp_path, vqgan, monkeypatch):
     assert torch.equal(new_tokens, retrained.encode(images)[1].flatten(1))
     extract_tokens(retrained, smooth_images(6, seed=1), CFG, cache)    # other data: stale too
     assert calls["n"] == 4
+
+
+@pytest.mark.parametrize("damage", ["ids", "count", "bytes"])
+def test_a_token_cache_that_does_not_hold_what_it_says_is_encoded_again(tmp_path, vqgan, damage):
+    from safetensors.torch import load_file, save_file
+
+    images, cache = smooth_images(6), tmp_path / "tokens.safetensors"
+    tokens = extract_tokens(vqgan, images, CFG, cache)
+    keys = read_header(cache)
+    if damage == "bytes":                          # flipped bits in the tensor data
+        data = bytearray(cache.read_bytes())
+        data[-8:] = b"\xff" * 8
+        cache.write_bytes(bytes(data))
+        match = r"tokens\.safetensors is damaged: it holds torch.int64 \(6, 64\), ids -1\.\.\d+, not the 6"
+    else:
+        stored = load_file(cache)["tokens"]
+        stored = stored + K if damage == "ids" else stored[:4]
+        save_file({"tokens": stored.contiguous()}, str(cache), metadata=keys)
+        match = (rf"is damaged: it holds torch.int64 \(6, 64\), ids {K}\.\.\d+, not the 6 grids of {N} ids in "
+                 rf"\[0, {K}\) its keys say; encoding the images again" if damage == "ids" else
+                 r"is damaged: it holds torch.int64 \(4, 64\), ids \d+\.\.\d+, not the 6 grids")
+    with pytest.warns(UserWarning, match=match):
+        again = extract_tokens(vqgan, images, CFG, cache)
+    assert torch.equal(again, tokens)
+    assert torch.equal(extract_tokens(vqgan, images, CFG, cache), tokens)      # rewritten, read back
+
+
+def test_inpainting_is_never_scored_against_the_masked_images_themselves(tmp_path):
+    from labkit.data.datasets import ImageSet
+    from labkit.lab.pipeline import evaluate_inpainting
+
+    images = np.zeros((2, CFG.image_size, CFG.image_size, 3), np.uint8)
+    masks = np.ones((2, CFG.image_size, CFG.image_size), bool)
+    test = ImageSet(images, masks=masks, source="course:test (MASKED images, no ground truth found in x)",
+                    ground_truth=False)
+    with pytest.raises(DataError, match="no ground truth to score the inpainting against"):
+        evaluate_inpainting(CFG, MaskGit(CFG), test, tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_loaders_explain_what_to_run_when_nothing_is_trained(tmp_path):

@@ -47,6 +47,39 @@ def check_images_and_masks(images, pixel_masks, image_size: int):
     return images, pixel_masks
 
 
+def check_token_grids(z_indices, token_mask, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token grids to decode: z_indices (B, N) integer ids, token_mask (B, N) bool or 0/1
+    (True = unknown); every known id in the codebook [0, K) (under the mask any id will do: it
+    becomes [MASK]). Returns them as a LongTensor and a bool tensor."""
+    z_indices, token_mask = torch.as_tensor(z_indices), torch.as_tensor(token_mask)
+    if z_indices.shape != token_mask.shape or z_indices.dim() != 2:
+        raise ValueError(f"z_indices {tuple(z_indices.shape)} and token_mask "
+                         f"{tuple(token_mask.shape)} must both be (B, N)")
+    if z_indices.shape[1] != cfg.num_image_tokens:
+        raise ValueError(f"expected N={cfg.num_image_tokens} tokens per image, got {z_indices.shape[1]}")
+    if z_indices.is_floating_point() or z_indices.is_complex() or z_indices.dtype == torch.bool:
+        raise TypeError(f"z_indices must be integer token ids, got dtype {z_indices.dtype}")
+    if token_mask.dtype != torch.bool:
+        if not bool(((token_mask == 0) | (token_mask == 1)).all()):
+            raise ValueError(f"token_mask must be boolean or 0/1 (1 = unknown), got values such as "
+                             f"{token_mask[(token_mask != 0) & (token_mask != 1)][0].item()!r}")
+        token_mask = token_mask.bool()
+    known = z_indices[~token_mask.to(z_indices.device)]
+    outside = known[(known < 0) | (known >= cfg.num_codebook_vectors)]
+    if len(outside):
+        raise ValueError(f"z_indices hold the id {outside[0].item()} at a known position: token ids "
+                         f"are the codebook's, 0..{cfg.num_codebook_vectors - 1} (the [MASK] id "
+                         f"{cfg.mask_token_id} only where token_mask is True)")
+    return z_indices.long(), token_mask
+
+
+def check_generator(generator) -> None:
+    """A random generator argument: a ``torch.Generator`` or None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator={generator!r}: expected a torch.Generator or None, e.g. "
+                        "torch.Generator().manual_seed(0)")
+
+
 def check_tokens(tokens, cfg, what: str = "tokens") -> torch.Tensor:
     """Integer token grids (n, N) of ``cfg``'s tokenizer -> a LongTensor."""
     tokens = torch.as_tensor(tokens)
@@ -59,4 +92,4 @@ def check_tokens(tokens, cfg, what: str = "tokens") -> torch.Tensor:
     return tokens.long()
 
 
-__all__ = ["check_images_and_masks", "check_tokens"]
+__all__ = ["check_images_and_masks", "check_token_grids", "check_generator", "check_tokens"]

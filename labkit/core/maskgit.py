@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import CONDITION_VALUES, LabConfig, check_field, check_sweet_spot
-from .checks import check_images_and_masks
+from .checks import check_generator, check_images_and_masks, check_token_grids
 from .masks import paste_known, pixel_to_token_mask, smooth_fill
 from .schedules import gamma_func
 from .transformer import BidirectionalTransformer
@@ -386,14 +386,11 @@ class MaskGit(nn.Module):
         settings: ``decode_settings(...)`` (None: the config's).
         """
         settings = settings or self.decode_settings()
-        if z_indices.shape != token_mask.shape or z_indices.dim() != 2:
-            raise ValueError(f"z_indices {tuple(z_indices.shape)} and token_mask "
-                             f"{tuple(token_mask.shape)} must both be (B, N)")
-        if z_indices.shape[1] != self.num_image_tokens:
-            raise ValueError(f"expected N={self.num_image_tokens} tokens per image, got {z_indices.shape[1]}")
+        z_indices, token_mask = check_token_grids(z_indices, token_mask, self.config)
+        check_generator(generator)
         device = self.device
         z_indices = z_indices.to(device)
-        still_masked = token_mask.to(device=device, dtype=torch.bool)
+        still_masked = token_mask.to(device)
         n0 = still_masked.sum(dim=1)
         m_prev = n0.clone()
         token_ids = z_indices.masked_fill(still_masked, self.mask_token_id)

@@ -23,14 +23,19 @@ Decisions (each also named in the error or warning it causes):
 - Course masks: pixels darker than mid-grey are missing. A mask that is all black (nothing
   known) or all white (nothing to inpaint) is an error; a mask set that is mostly
   "missing" gets a warning, as its polarity is probably inverted.
-- Course ground-truth CSV: one image per row, S*S*3 values in HWC order. A first row that
-  is not all 0..255 integers is a header; a row with one extra value starts with an id
-  column, and ids that name the test files put the rows in file order.
+- Course ground-truth CSV: one image per row, S*S*3 values in HWC order, UTF-8 with or
+  without a byte-order mark (Excel's "CSV UTF-8"). A first row of names or of the column
+  numbers is a header; every other row must be 0..255 integers, and a bad one is named by its
+  number. A row with one extra value starts with an id column, and ids that name the test
+  files put the rows in file order.
+- Cached toy cats are checked against what their file name says (count, size, seed, the
+  drawing code's version) and rendered again, with a warning, when they do not match.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import re
 import warnings
 import zipfile
@@ -43,7 +48,7 @@ from PIL import Image, ImageOps
 
 from .holes import MASK_VERSION, make_masks
 from .toycats import ATTRIBUTES, RENDER_VERSION, render_cats
-from ..lab.utils import atomic_path
+from ..lab.utils import atomic_path, given_path
 from ..lab.utils import data_root as default_data_root
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -62,13 +67,15 @@ class DataError(ValueError):
 class ImageSet:
     """One split. ``images``: (n, S, S, 3) uint8; ``labels``: {attribute: (n,)} (toy cats
     only, see ``labkit.data.toycats.ATTRIBUTES``); ``masks``: (n, S, S) bool, True = missing, or
-    None (only test sets carry fixed masks); ``names``: n file / item names."""
+    None (only test sets carry fixed masks); ``names``: n file / item names; ``ground_truth``:
+    False when ``images`` are the masked inputs (a course test folder without its ground truth)."""
 
     images: np.ndarray
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     masks: np.ndarray | None = None
     names: list[str] = field(default_factory=list)
     source: str = ""
+    ground_truth: bool = True
 
     def __len__(self) -> int:
         return len(self.images)
@@ -79,7 +86,7 @@ class ImageSet:
 
     def tensors(self, indices=None) -> torch.Tensor:
         """(n, 3, S, S) float32 in [0, 1] of ``indices`` (all images when None)."""
-        images = self.images if indices is None else self.images[_as_index(indices)]
+        images = self.images if indices is None else self.images[self._index(indices)]
         return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
 
     def mask_tensors(self, indices=None) -> torch.Tensor:
@@ -87,24 +94,39 @@ class ImageSet:
         if self.masks is None:
             raise DataError(f"{self.source or 'this image set'} has no fixed masks (only test sets "
                             "carry them); make some with labkit.data.holes.make_masks(seed, n, size)")
-        masks = self.masks if indices is None else self.masks[_as_index(indices)]
+        masks = self.masks if indices is None else self.masks[self._index(indices)]
         return torch.from_numpy(np.ascontiguousarray(masks))[:, None]
 
     def subset(self, indices) -> "ImageSet":
-        index = _as_index(indices)
+        index = self._index(indices)
         return ImageSet(
             images=self.images[index],
             labels={name: values[index] for name, values in self.labels.items()},
             masks=None if self.masks is None else self.masks[index],
             names=[self.names[i] for i in np.arange(len(self))[index]],
             source=self.source,
+            ground_truth=self.ground_truth,
         )
 
+    def require_ground_truth(self) -> None:
+        """Refuse to score against ``images`` that are the masked inputs themselves."""
+        if not self.ground_truth:
+            raise DataError(f"{self.source}: there is no ground truth to score the inpainting "
+                            "against, and scoring against the masked images would be meaningless. "
+                            "Add it beside masked_image/ and mask64/ (a gt/ folder of PNGs or one "
+                            ".csv of S*S*3 values per row), or only train on this folder "
+                            "(make-data, train-tokenizer, train-mvtm)")
 
-def _as_index(indices) -> np.ndarray | slice:
-    if isinstance(indices, slice):
-        return indices
-    return np.asarray(indices, dtype=np.int64).reshape(-1)
+    def _index(self, indices) -> np.ndarray | slice:
+        if isinstance(indices, slice):
+            return indices
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        outside = index[(index >= len(self)) | (index < -len(self))]
+        if len(outside):
+            raise DataError(f"image index {int(outside[0])} is out of range: "
+                            f"{self.source or 'this image set'} holds {len(self)} images "
+                            f"(indices 0..{len(self) - 1})")
+        return index
 
 
 # ----------------------------------------------------------------------------- toy cats
@@ -127,16 +149,39 @@ def toy_cats(cfg, split: str, root: str | Path | None = None, workers: int | Non
     size = cfg.image_size
     path = default_data_root(root) / f"toycats-{size}" / f"{split}-seed{cfg.data_seed}-n{n}.npz"
     source = f"toycats:{split} (seed {seed}, {n} images of {size}x{size})"
+    names = [f"cat-{seed}-{i:05d}" for i in range(n)]
     cached = _load_cache(path, source)
     if cached is not None:
-        return cached
+        wrong = _cache_mismatch(cached, names, size, with_masks=split == "test")
+        if wrong is None:
+            return cached
+        warnings.warn(f"{path} holds {wrong}, not the {source} its name says; rendering it again")
 
     images, labels = render_cats(seed, range(n), size, workers=workers or cfg.data_workers,
                                  progress=progress, desc=f"rendering toy cats ({split})")
     masks = make_masks(seed, n, size) if split == "test" else None
-    image_set = ImageSet(images, labels, masks, [f"cat-{seed}-{i:05d}" for i in range(n)], source)
+    image_set = ImageSet(images, labels, masks, names, source)
     _save_cache(path, image_set)
     return image_set
+
+
+def _cache_mismatch(cached: ImageSet, names: list[str], size: int, with_masks: bool) -> str | None:
+    """What a cached split holds that the split it should be does not (None: it matches).
+    The names carry the seed and the index of every cat."""
+    n = len(names)
+    images = cached.images
+    if images.dtype != np.uint8 or images.shape != (n, size, size, 3):
+        return f"images of shape {images.shape} ({images.dtype})"
+    if cached.names != names:
+        first = next(got for got, want in zip(cached.names, names) if got != want) \
+            if len(cached.names) == n else f"{len(cached.names)} names"
+        return f"other cats ({first})"
+    if any(values.shape != (n,) for values in cached.labels.values()):
+        return "labels of another length"
+    if with_masks != (cached.masks is not None) or (
+            with_masks and (cached.masks.dtype != bool or cached.masks.shape != (n, size, size))):
+        return "no masks" if cached.masks is None else f"masks of shape {cached.masks.shape}"
+    return None
 
 
 def _save_cache(path: Path, image_set: ImageSet) -> None:
@@ -287,41 +332,37 @@ def _find_gt_csv(test_dir: Path, root: Path) -> Path | None:
     return found[0] if found else None
 
 
-def read_gt_csv(path: str | Path, size: int, names: list[str] | None = None) -> np.ndarray:
+def read_gt_csv(path: str | Path, size: int | None = None, names: list[str] | None = None) -> np.ndarray:
     """Course ground truth: one image per row, size*size*3 uint8 values in HWC order
-    -> (n, size, size, 3) uint8.
+    -> (n, size, size, 3) uint8 (``size`` None: read from the length of the first row).
 
-    A first row that is not all integers in 0..255 is a header (names or column
-    numbers) and skipped. A row with one value more
-    than an image needs starts with an id / file name column: when those ids are exactly
-    ``names`` (with or without extension), rows are put in the order of ``names``;
+    UTF-8, with or without a byte-order mark (Excel). A first row of names ("pixel0", ...) or
+    of the column numbers (0, 1, 2, ... or 1, 2, 3, ...) is a header and skipped; every other
+    row must hold integers in 0..255, and a bad one is named by its number. A row with one
+    value more than an image needs starts with an id / file name column: when those ids are
+    exactly ``names`` (with or without extension), rows are put in the order of ``names``;
     otherwise rows keep their order in the file.
     """
     path = Path(path)
-    expected = size * size * 3
+    expected = None if size is None else size * size * 3
     rows, ids = [], []
-    with open(path, newline="") as file:
-        for number, row in enumerate(csv.reader(file), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue                                        # blank line
-            has_id = len(row) == expected + 1
-            values = row[1:] if has_id else row
-            if number == 1 and not _is_pixel_row(values):
-                continue                                        # header
-            if len(values) != expected:
-                raise DataError(f"{path} row {number} has {len(row)} values; a ground-truth row "
-                                f"holds {expected} (= {size}*{size}*3 pixels, HWC order), plus an "
-                                "optional leading id column: fix or re-export the CSV")
-            try:
-                pixels = np.array(values, dtype=np.int64)
-            except ValueError as exc:
-                raise DataError(f"{path} row {number} holds a value that is not an integer "
-                                f"({exc}): fix or re-export the CSV") from exc
-            if pixels.min() < 0 or pixels.max() > 255:
-                raise DataError(f"{path} row {number} holds values outside 0..255: "
-                                "ground truth must be uint8 pixels")
-            rows.append(pixels.astype(np.uint8).reshape(size, size, 3))
-            ids.append(row[0].strip() if has_id else None)
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        try:
+            for number, row in enumerate(csv.reader(file), start=1):
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue                                        # blank line
+                if expected is None:
+                    size = _csv_image_size(path, number, len(row))
+                    expected = size * size * 3
+                has_id = len(row) == expected + 1
+                values = row[1:] if has_id else row
+                if number == 1 and _is_header(values):
+                    continue
+                rows.append(_pixel_row(path, number, values, size))
+                ids.append(row[0].strip() if has_id else None)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                            "re-export it as CSV (UTF-8)") from None
     if not rows:
         raise DataError(f"{path} holds no ground-truth rows: re-export it")
     images = np.stack(rows)
@@ -332,9 +373,47 @@ def read_gt_csv(path: str | Path, size: int, names: list[str] | None = None) -> 
     return images
 
 
-def _is_pixel_row(values: list[str]) -> bool:
-    """True when every value is an integer in 0..255 (a header has names or column numbers)."""
-    return all(v.strip().isdigit() and int(v) <= 255 for v in values)
+def _pixel_row(path: Path, number: int, values: list[str], size: int) -> np.ndarray:
+    """Row ``number`` of the CSV (its values after any id column) as one (size, size, 3) image."""
+    expected = size * size * 3
+    if len(values) != expected:
+        raise DataError(f"{path} row {number} has {len(values)} values; a ground-truth row "
+                        f"holds {expected} (= {size}*{size}*3 pixels, HWC order), plus an "
+                        "optional leading id column: fix or re-export the CSV")
+    try:
+        pixels = np.array(values, dtype=np.int64)
+    except ValueError as exc:
+        raise DataError(f"{path} row {number} holds a value that is not an integer "
+                        f"({exc}): fix or re-export the CSV") from exc
+    outside = np.flatnonzero((pixels < 0) | (pixels > 255))
+    if len(outside):
+        raise DataError(f"{path} row {number} holds values outside 0..255 ({pixels[outside[0]]} "
+                        f"at value {outside[0] + 1}): ground truth must be uint8 pixels; fix or "
+                        "re-export the CSV")
+    return pixels.astype(np.uint8).reshape(size, size, 3)
+
+
+def _csv_image_size(path: Path, number: int, n_values: int) -> int:
+    """The side S of the square RGB images whose rows have ``n_values`` values (S*S*3, or one
+    more with an id column)."""
+    for pixels in (n_values, n_values - 1):
+        side = math.isqrt(max(pixels, 0) // 3)
+        if side > 0 and side * side * 3 == pixels:
+            return side
+    raise DataError(f"{path} row {number} has {n_values} values, which is no square RGB image "
+                    "(S*S*3 values, HWC order, plus an optional leading id column): fix or "
+                    "re-export the CSV")
+
+
+def _is_header(values: list[str]) -> bool:
+    """A row that names its columns: every value a name (it holds a letter), or the values
+    are the column numbers 0, 1, 2, ... (or 1, 2, 3, ...)."""
+    if all(re.search(r"[^\W\d_]", value) for value in values):
+        return True
+    if not all(re.fullmatch(r"[0-9]+", value.strip()) for value in values):
+        return False
+    numbers = [int(value) for value in values]
+    return numbers in (list(range(len(numbers))), list(range(1, len(numbers) + 1)))
 
 
 def _order_by_ids(ids: list[str], names: list[str]) -> np.ndarray | None:
@@ -415,7 +494,7 @@ def _load_test(root: Path, size: int, gt_csv: str | Path | None) -> ImageSet:
                              for m in masks])
     source = (f"course:test (ground truth from {gt_source})" if truth is not None else
               f"course:test (MASKED images, no ground truth found in {test_dir})")
-    return ImageSet(images, {}, fitted_masks.astype(bool), names, source)
+    return ImageSet(images, {}, fitted_masks.astype(bool), names, source, ground_truth=truth is not None)
 
 
 def load_course_dataset(root: str | Path, size: int = 64, skip_corrupt: bool = False,
@@ -454,10 +533,10 @@ def load_dataset(cfg, data_root: str | Path | None = None, cache_root: str | Pat
     - any other folder of images: split 90 / 5 / 5 in a fixed order given by
       cfg.data_seed; the test part gets brush masks from ``make_masks``.
     """
-    if data_root is None:
+    root = given_path(data_root, "the dataset folder (data_root, --data-root)")
+    if root is None:
         return {split: toy_cats(cfg, split, cache_root, progress=progress)
                 for split in SPLIT_OFFSETS}
-    root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"no dataset folder at {root}: check data_root (None uses the toy cats)")
     if looks_like_course(root):

@@ -47,7 +47,7 @@ import torch
 
 from ..core.frechet import FeatureStats, SmallSampleWarning, frechet_distance
 from ..lab.command import run_command
-from ..lab.utils import atomic_path, get_device, runs_root
+from ..lab.utils import atomic_path, check_file_target, get_device, given_path, runs_root
 
 FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -103,20 +103,30 @@ def to_float_images(images) -> torch.Tensor:
     return images.contiguous()
 
 
-def read_images(path, csv_size: int = 64) -> np.ndarray:
-    """Images to score -> uint8 (n, H, W, 3).
+def read_images(path) -> np.ndarray:
+    """Images to score -> uint8 (n, H, W, 3), as they are: never resized (a resize changes
+    the score; Inception resizes to 299x299 itself, as pytorch-fid does).
 
     A folder: every image in it, in name order (the order never changes a Fréchet distance),
-    at the first image's size (the course's are all 64x64; Inception resizes to 299x299 itself).
-    A .csv: the course's ground truth, one image of csv_size*csv_size*3 values per row.
+    all of one size: an image of another size is refused, naming the file. A .csv: the
+    course's ground truth, one image of S*S*3 values per row.
     """
-    from ..data.datasets import list_images, load_image_folder, read_gt_csv, read_image
+    from ..data.datasets import list_images, read_gt_csv, read_image
 
     path = Path(path)
     if path.is_dir():
-        return load_image_folder(path, read_image(list_images(path)[0]).size[0]).images
+        files = list_images(path)
+        images = [read_image(file) for file in files]
+        sizes = [image.size for image in images]
+        usual = max(set(sizes), key=sizes.count)
+        for file, size in zip(files, sizes):
+            if size != usual:
+                raise ValueError(f"{file} is {size[0]}x{size[1]} but the other images in {path} "
+                                 f"are {usual[0]}x{usual[1]}: save it at {usual[0]}x{usual[1]} "
+                                 "(labkit never resizes images it scores: that would change the score)")
+        return np.stack([np.asarray(image) for image in images])
     if path.suffix.lower() == ".csv":
-        return read_gt_csv(path, csv_size)
+        return read_gt_csv(path)
     raise FileNotFoundError(f"{path} is neither a folder of images nor the course's .csv")
 
 
@@ -179,7 +189,8 @@ def default_weights_path() -> Path:
 def find_inception_weights(weights=None) -> Path | None:
     """The weights file to use (argument, then $LABKIT_INCEPTION_WEIGHTS, then the torch hub
     cache), or None when the cache holds none. A path given explicitly must exist."""
-    explicit = weights or os.environ.get(WEIGHTS_ENV)
+    explicit = (given_path(weights, "the Inception weights (--weights, weights=)")
+                or os.environ.get(WEIGHTS_ENV))
     if explicit:
         path = Path(explicit).expanduser()
         source = "weights=" if weights else f"${WEIGHTS_ENV}"
@@ -309,8 +320,15 @@ def inception_extractor(weights=None, device=None, allow_download: bool = False)
 # ---------------------------------------------------------------------------- reference cache
 def reference_statistics(extractor: Extractor, images: np.ndarray, cache=None) -> FeatureStats:
     """Statistics of reference images, read from the ``.npz`` ``cache`` when it was written for
-    the same pixels and the same extractor, else computed and written there."""
+    the same pixels and the same extractor, else computed and written there.
+
+    A cache file is rewritten only when labkit wrote it (it carries labkit's key) or it cannot
+    be read; statistics written by anything else (pytorch-fid's own ``mu``/``sigma`` files) are
+    refused, never overwritten.
+    """
     key = f"{extractor.metric}:{extractor.checkpoint_hash}:{content_hash(images)}"
+    if cache is not None:
+        check_file_target(given_path(cache, "the statistics cache (--stats-cache, stats_cache)"))
     if cache is not None and Path(cache).is_file():
         try:
             stats, cached_key = load_stats(cache)
@@ -320,6 +338,11 @@ def reference_statistics(extractor: Extractor, images: np.ndarray, cache=None) -
         else:
             if cached_key == key:
                 return stats
+            if not cached_key:
+                raise ValueError(f"{cache} holds statistics that labkit did not write (no labkit "
+                                 "key: pytorch-fid's own file?), and labkit never overwrites them: "
+                                 "pass another --stats-cache (stats_cache=...), or none for the "
+                                 f"default under {runs_root() / 'fid-stats'}")
             warnings.warn(f"{cache} holds statistics of other images or another extractor; "
                           "recomputing it", stacklevel=2)
     stats = extractor.statistics(images)
@@ -335,14 +358,18 @@ def default_stats_cache(extractor: Extractor, images: np.ndarray) -> Path:
 
 def read_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     """Predicted images (folder) and ground truth (folder or course CSV), uint8 (n, H, W, 3),
-    with their counts checked: before the weights load or any feature is extracted."""
-    pred_images = read_images(pred)
-    gt_images = read_images(gt, csv_size=pred_images.shape[1])
+    with their counts and sizes checked: before the weights load or any feature is extracted."""
+    pred_images, gt_images = read_images(pred), read_images(gt)
     for what, path, images in (("predicted", pred, pred_images), ("ground-truth", gt, gt_images)):
         if len(images) < 2:
             raise ValueError(f"{path} holds {len(images)} {what} image(s); a Fréchet distance "
                              "needs at least 2 per side (and is only comparable to the course's "
                              "numbers at the same count)")
+    (pred_h, pred_w), (gt_h, gt_w) = pred_images.shape[1:3], gt_images.shape[1:3]
+    if (pred_h, pred_w) != (gt_h, gt_w):
+        raise ValueError(f"the predictions in {pred} are {pred_w}x{pred_h} but the ground truth "
+                         f"{gt} is {gt_w}x{gt_h}: save the predictions at {gt_w}x{gt_h}, the size "
+                         "of the images they fill in (labkit never resizes images it scores)")
     if min(len(pred_images), len(gt_images)) < FID_DIMS:
         warnings.warn(f"a Fréchet distance on fewer than {FID_DIMS:,} images ({len(pred_images)} "
                       f"predicted, {len(gt_images)} ground truth) is biased upward: compare it "
@@ -357,7 +384,8 @@ def score_images(pred_images: np.ndarray, gt_images: np.ndarray, extractor: Extr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)      # read_pair said it once
         reference = reference_statistics(extractor, gt_images,
-                                         stats_cache or default_stats_cache(extractor, gt_images))
+                                         default_stats_cache(extractor, gt_images)
+                                         if stats_cache is None else stats_cache)
         value = frechet_distance(extractor.statistics(pred_images), reference)
     return {"metric": extractor.metric, "value": value, "n_pred": len(pred_images),
             "n_gt": len(gt_images), "extractor": extractor.name,

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..config import ARCH_FIELDS, LabConfig
 from .utils import atomic_path
@@ -37,6 +38,12 @@ def _corrupt(path: Path, what: str) -> CheckpointError:
     return CheckpointError(f"{path} is not a usable labkit checkpoint ({what}). Delete it and "
                            "train again, or pass the right file; an interrupted save never "
                            "writes this file in place.")
+
+
+def _whole_number(text: str) -> int | None:
+    """``text`` as a step or an index (ASCII digits, at most 18 of them), else None: ``int``
+    would take "٣" or fail on 5,000 digits with a ValueError of its own."""
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text) else None
 
 
 def _check_finite(path: Path, tensors: dict) -> None:
@@ -87,9 +94,9 @@ class Checkpoint:
         _check_finite(self.path, optim)
         for key, value in optim.items():
             _, index, name = (key.split(".", 2) + ["", ""])[:3]
-            if not index.isdigit() or not name:
+            if _whole_number(index) is None or not name:
                 raise _corrupt(self.path, f"bad optimizer tensor name {key!r}")
-            state.setdefault(int(index), {})[name] = value
+            state.setdefault(_whole_number(index), {})[name] = value
         try:
             optimizer.load_state_dict({"state": state, "param_groups": self.optim_meta["param_groups"]})
         except (KeyError, TypeError, ValueError) as exc:
@@ -126,9 +133,17 @@ def save_checkpoint(path, *, config: LabConfig, models: dict, step: int,
         meta["optim"] = json.dumps({"param_groups": optim_state["param_groups"]})
     for name, generator in (generators or {}).items():
         tensors[f"rng.{name}"] = generator.get_state().clone()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
     return Path(path)
+
+
+def write_safetensors(path, tensors: dict, metadata: dict) -> None:
+    """A safetensors file, written atomically. Serialised here and written by Python, so a
+    full disk is an ``OSError`` that ``atomic_path`` names (safetensors' own writer hides the
+    errno in a message)."""
+    data = save(tensors, metadata=metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_header(path) -> dict:
@@ -236,8 +251,9 @@ def load_checkpoint(path, *, part: str | None = None, config: LabConfig | None =
     if part is not None and meta["part"] != part:
         raise CheckpointError(f"{path} holds a {meta['part']!r} checkpoint, not {part!r}: "
                               "check which file you passed")
-    if not meta["step"].isdigit():
-        raise _corrupt(path, f"step {meta['step']!r} is not a whole number")
+    step = _whole_number(meta["step"])
+    if step is None:
+        raise _corrupt(path, f"step {meta['step'][:40]!r} is not a whole number")
     saved = _config_from(path, meta)
     metrics = _json_field(path, meta, "metrics", list, [])
     extra = _json_field(path, meta, "extra", dict, {})
@@ -257,5 +273,5 @@ def load_checkpoint(path, *, part: str | None = None, config: LabConfig | None =
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}). Delete it and train "
                               "again; an interrupted save never writes this file in place.") from None
-    return Checkpoint(path=path, part=meta["part"], config=saved, step=int(meta["step"]),
+    return Checkpoint(path=path, part=meta["part"], config=saved, step=step,
                       metrics=metrics, extra=extra, tensors=tensors, optim_meta=optim_meta)

@@ -16,7 +16,8 @@ resumes from the checkpoints in ``<runs>/<profile>/`` (``--fresh`` starts again)
 ``--set key=value`` changes any config field: ``--set mvtm_steps=200 --set vq_channels=16,32,64``.
 
 A mistake (a bad value, file or folder) prints one message saying what to do and exits 2;
-Ctrl-C stops after the current step, saves a checkpoint and exits 130; ``--debug`` (or
+a problem of the machine (no space left, a missing package) exits 3; Ctrl-C or SIGTERM stops
+after the current step, saves a checkpoint and exits 130 (SIGTERM 143); ``--debug`` (or
 LABKIT_DEBUG=1) adds the traceback.
 
 Several GPUs: start the same command with torchrun, one process per GPU
@@ -158,7 +159,7 @@ def _run(args, cfg: LabConfig, runs: Path, data: Path, device) -> int:
     if args.command == "pipeline":
         run_pipeline(cfg, runs, data, args.data_root, options)
         return 0
-    splits = prepare_data(cfg, data, args.data_root)
+    splits = prepare_data(cfg, data, args.data_root, options.progress)
     if not distributed.is_main() and args.command in ("make-data", "inpaint"):
         return 0                            # nothing to share out: rank 0 does it alone
     if args.command == "make-data":
@@ -196,5 +197,7 @@ def main(argv=None) -> int:
     """``python -m labkit ...``: errors as one message, Ctrl-C as exit 130 (see the docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TOOLS:
-        return _tool(argv[0])(argv[1:])
+        # Each tool reports its own errors; its import runs under run_command too, so that a
+        # missing extra (the notebook runner's papermill) gets the install hint.
+        return run_command(lambda tool_argv: _tool(argv[0])(tool_argv), argv[1:])
     return run_command(_main, argv)

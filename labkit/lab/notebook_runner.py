@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import platform
@@ -136,11 +137,17 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
     if refresh and parameters:
         raise ValueError("--refresh writes the outputs into the committed notebooks, which must "
                          "show the embedded defaults: drop the -p parameters, or run without --refresh")
+    if parameters and parameters.get("profile", profile) != profile:
+        raise ValueError(f"-p profile {parameters['profile']!r} disagrees with the run's profile "
+                         f"{profile!r} (--profile, else $LABKIT_PROFILE, else cpu): choose the "
+                         f"profile once, with --profile {parameters['profile']}, and drop -p profile")
     names = [Path(name).stem for name in (notebooks or SERIES)]
     sources = [notebook_path(name, notebooks_dir) for name in names]
     # a wrong -p name or value fails here, before any kernel starts
     check_parameter_names(parameters or {}, sources)
-    check_parameters(parameters or {})
+    check_parameters({**(parameters or {}), "profile": profile})
+    # the kernel is this Python's ipykernel: without it, it would die with no word of why
+    importlib.import_module("ipykernel.kernelapp")
     run_root = default_runs_root(runs_root)
     if run_root.exists() and not run_root.is_dir():
         raise NotADirectoryError(f"runs root {run_root} is a file, not a folder: pass a folder "
@@ -173,12 +180,15 @@ def run_series(profile: str | None = None, notebooks=None, parameters: dict | No
         try:
             run_notebook(source, output, profile, parameters, kernel_name)
         except papermill.PapermillExecutionError as error:
-            entry.update(status="failed", error=f"{error.ename}: {error.evalue}")
+            first_line = next((line for line in error.source.splitlines() if line.strip()), "")
+            entry.update(status="failed", cell=error.exec_count, cell_source=first_line,
+                         error=f"{error.ename}: {error.evalue}")
         entry["seconds"] = round(time.perf_counter() - start, 1)
         summary["notebooks"].append(entry)
         if entry["status"] != "ok":
-            log(f"[{profile}] {source.name} FAILED after {entry['seconds']} s: {entry['error']}; "
-                f"see the failing cell in {output}", flush=True)
+            log(f"[{profile}] {source.name} FAILED after {entry['seconds']} s in cell "
+                f"[{entry['cell']}] ({entry['cell_source']}): {entry['error']}; see cell "
+                f"[{entry['cell']}] of {output}", flush=True)
             break
         if refresh:
             executed = nbformat.read(output, as_version=4)

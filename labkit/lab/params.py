@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import FIELD_RULES, check_sweet_spot
+from ..config import FIELD_RULES, check_sweet_spot, get_config
 
 
 class ParameterError(ValueError):
@@ -129,6 +129,14 @@ def check_parameters(namespace: Mapping[str, object] = (), **values) -> dict:
             check_sweet_spot(found.get("sweet_spot"), found["total_iter"])
         except ValueError as error:
             problems.append(f"{error}, e.g. papermill ... {RULES['sweet_spot'][1]}")
+    if not problems and found.get("image_indices") and found.get("data_root") is None:
+        # the toy cats' test split: its size is the profile's (another dataset's is known
+        # only once loaded, and ImageSet names a wrong index then)
+        cfg = get_config(found.get("profile"))
+        if max(found["image_indices"]) >= cfg.n_test:
+            problems.append(f"image_indices = {list(found['image_indices'])}: the {cfg.profile} "
+                            f"profile's test split has {cfg.n_test} images: choose indices in "
+                            f"0..{cfg.n_test - 1}, e.g. papermill ... {RULES['image_indices'][1]}")
     if problems:
         raise ParameterError("wrong notebook parameter" + ("s" if len(problems) > 1 else "") + ":\n  "
                              + "\n  ".join(problems)

@@ -41,13 +41,13 @@ from ..core.vqgan import codebook_usage
 N_SHOW = 8                             # images in inpaint_grid.png
 
 
-def prepare_data(cfg: LabConfig, data: str | Path | None = None, data_root: str | Path | None = None
-                 ) -> dict[str, ImageSet]:
+def prepare_data(cfg: LabConfig, data: str | Path | None = None, data_root: str | Path | None = None,
+                 progress: bool = True) -> dict[str, ImageSet]:
     """{"train", "val", "test"}: the toy cats (cached under ``data``, default
-    ``labkit.lab.utils.data_root()``) or the dataset at ``data_root`` (the course's layout or
-    any image folder)."""
+    ``labkit.lab.utils.data_root()``; ``progress``: a bar while they are rendered) or the
+    dataset at ``data_root`` (the course's layout or any image folder)."""
     with distributed.main_first():          # under torchrun rank 0 writes the cache, the others read it
-        return load_dataset(cfg, data_root, cache_root=utils.data_root(data))
+        return load_dataset(cfg, data_root, cache_root=utils.data_root(data), progress=progress)
 
 
 def conditions_of(cfg: LabConfig, images: ImageSet):
@@ -95,6 +95,7 @@ def evaluate_inpainting(cfg: LabConfig, maskgit: MaskGit, test: ImageSet, runs: 
     Returns {"settings": the decoding settings, "rows": {row: {hole_l1, hole_psnr, image_l1,
     image_psnr}}, ...}: means over the test images of every row of ``ROWS``.
     """
+    test.require_ground_truth()
     out = run_dir(cfg, runs)
     maskgit.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -183,7 +184,8 @@ def run_pipeline(cfg: LabConfig, runs: str | Path | None = None, data: str | Pat
     device = get_device(options.device)
     options = dataclasses.replace(options, device=device)
     out = run_dir(cfg, runs)
-    splits = prepare_data(cfg, data, data_root)
+    splits = prepare_data(cfg, data, data_root, options.progress)
+    splits["test"].require_ground_truth()          # before hours of training, not after
     vqgan, vq_history = stage_tokenizer(cfg, splits, runs, options)
     maskgit, mvtm_history, tokens = stage_mvtm(cfg, vqgan, splits, runs, options)
     if not distributed.is_main():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import tempfile
 import threading
@@ -41,21 +42,49 @@ from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from ..config import LabConfig
 from .progress import tqdm
-from .utils import atomic_write_text, fingerprint, get_device
+from .utils import atomic_write_text, check_file_target, fingerprint, get_device
+
+
+def _stopped_by(signum: int) -> str:
+    """How a message names the signal: "interrupted" (Ctrl-C) or "stopped by SIGTERM"."""
+    if signum == signal.SIGINT:
+        return "interrupted"
+    return f"stopped by {signal.Signals(signum).name} (kill, or a cluster's scheduler)"
+
+
+def default_in_forked_child(owner: int, signum: int) -> bool:
+    """In a process forked from ``owner`` (a multiprocessing worker, which inherits the
+    handlers), give the signal its usual effect and return True; in ``owner``, False."""
+    if os.getpid() == owner:
+        return False
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return True
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal other than Ctrl-C stopped the work where it was, without a checkpoint: SIGTERM
+    outside training, or a second SIGTERM during it. ``signum``: the signal."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"{_stopped_by(signum)}; no file was left half-written: run the same "
+                         "command again to go on (training resumes from its last checkpoint)")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or Jupyter's stop button) stopped training after a whole step, with a checkpoint.
+    """Ctrl-C (or Jupyter's stop button) or SIGTERM stopped training after a whole step, with a
+    checkpoint.
 
     A ``KeyboardInterrupt``, so a script or a notebook's Run All stops; the command line
-    prints ``str(error)`` and exits 130, and a notebook shows the two lines of
-    ``_render_traceback_`` instead of a traceback.
+    prints ``str(error)`` and exits 128 + ``signum`` (130 for Ctrl-C, 143 for SIGTERM), and a
+    notebook shows the two lines of ``_render_traceback_`` instead of a traceback.
     """
 
-    def __init__(self, step: int, total: int, path: Path | None):
-        self.step, self.total, self.path = step, total, path
+    def __init__(self, step: int, total: int, path: Path | None, signum: int = signal.SIGINT):
+        self.step, self.total, self.path, self.signum = step, total, path, signum
         saved = f"checkpoint saved at {path}" if path is not None else "no run folder, nothing saved"
-        super().__init__(f"interrupted at step {step} of {total}; {saved}; "
+        super().__init__(f"{_stopped_by(signum)} at step {step} of {total}; {saved}; "
                          "run the same command again to resume")
 
     def _render_traceback_(self) -> list[str]:
@@ -163,37 +192,44 @@ def _sync_every_step(device: torch.device) -> bool:
 
 
 class _InterruptGuard:
-    """Hold Ctrl-C (or Jupyter's stop button) until the current step has finished.
+    """Hold Ctrl-C (or Jupyter's stop button) and SIGTERM until the current step has finished.
 
     A step changes the weights, the optimizer, the codebook and the random generators;
     an interrupt in the middle would checkpoint a state that no uninterrupted run ever
-    passes through. So the first Ctrl-C only sets ``requested`` and the loop stops at the
-    end of the step; a second Ctrl-C stops at once, without saving.
+    passes through. So the first signal only sets ``requested`` (and ``signum``) and the loop
+    stops at the end of the step; a second one stops at once, without saving.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
-        self.requested = self.forced = self.installed = False
-        self.previous = None
+        self.requested = self.forced = False
+        self.signum = signal.SIGINT
+        self.previous = {}
+        self.owner = os.getpid()
 
     def _handle(self, signum, frame):
+        if default_in_forked_child(self.owner, signum):
+            return
         if self.requested:
             self.forced = True
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this step (press Ctrl-C again to stop at once, without saving)")
+            raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+        self.requested, self.signum = True, signum
+        name, again = ("Ctrl-C", "press Ctrl-C") if signum == signal.SIGINT else \
+            (signal.Signals(signum).name, "send it")
+        print(f"\n{name}: stopping after this step and saving a checkpoint "
+              f"({again} again to stop at once, without saving)")
 
     def __enter__(self):
         # Signal handlers can only be installed from the main thread.
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-            self.installed = True
+            self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous if self.previous is not None
-                          else signal.default_int_handler)
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        for signum, previous in self.previous.items():
+            signal.signal(signum, defaults[signum] if previous is None else previous)
         return False
 
 
@@ -280,6 +316,7 @@ class TrainingRun:
         distributed.seed_rank(cfg.seed, self.step)
         if path is not None and not self.finished:
             check_run_folder(path.parent)
+            check_file_target(path)
         self.watch = _FiniteWatch(self.desc, path, self.device)
         self.sync_every_step = _sync_every_step(self.device)
         self.pending = []       # (names, values) of the steps not read back yet
@@ -344,7 +381,7 @@ class TrainingRun:
         self.guard.__exit__(kind, error, traceback)
         if kind is not None and issubclass(kind, KeyboardInterrupt) and not self.guard.forced:
             self.save()
-            raise TrainingInterrupted(self.step, self.total, self.path) from None
+            raise TrainingInterrupted(self.step, self.total, self.path, self.guard.signum) from None
         return False
 
     def elapsed(self) -> float:
@@ -488,6 +525,6 @@ def write_summary(path: Path, cfg: LabConfig, step: int, total: int, history: li
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
 
 
-__all__ = ["TrainingRun", "RunOptions", "TrainingInterrupted", "DataMismatchError", "RecipeMismatchError",
+__all__ = ["TrainingRun", "RunOptions", "TrainingInterrupted", "Stopped", "DataMismatchError", "RecipeMismatchError",
            "UnfinishedStageError", "RunFolderError", "data_provenance", "check_run_folder",
            "finished_steps", "refuse_unfinished", "wrap_ddp", "random_streams", "batch_generator"]

@@ -15,11 +15,11 @@ end and on Ctrl-C; calling again resumes, and ends with the weights of an uninte
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..config import LabConfig, get_config
 from ..core.checks import check_tokens
@@ -27,11 +27,11 @@ from ..core.maskgit import MaskGit
 from ..core.train import make_optimizer, mvtm_loop, vqgan_loop
 from ..core.vqgan import VQGAN
 from ..data.holes import training_token_holes
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, write_safetensors
 from .progress import tqdm
 from .run import (RunOptions, TrainingRun, batch_generator, data_provenance, finished_steps,
                   random_streams, refuse_unfinished)
-from .utils import atomic_path, fingerprint, get_device, run_dir, seed_everything
+from .utils import fingerprint, get_device, run_dir, seed_everything
 
 VAL_SUBSET = 128        # validation token grids scored at each log step (kept small: CPU time)
 HOW_TO_TRAIN = {
@@ -99,14 +99,15 @@ def extract_tokens(vqgan: VQGAN, images, cfg: LabConfig, cache_path: str | Path 
 
     With ``cache_path`` the tokens are stored in a safetensors file keyed by a hash of the
     tokenizer's weights and of the images, so a retrained tokenizer or other data is
-    re-encoded instead of silently reusing stale tokens.
+    re-encoded instead of silently reusing stale tokens; a cache that does not hold what its
+    keys say (unreadable, or not one grid of ids per image) is encoded again, with a warning.
     """
     images = as_images(images)
     keys = {"format": "labkit-tokens-1", "tokenizer": fingerprint(vqgan),
             "data": fingerprint(images)}
     if cache_path is not None:
         cache_path = Path(cache_path)
-        cached = _read_token_cache(cache_path, keys)
+        cached = _read_token_cache(cache_path, keys, len(images), cfg)
         if cached is not None:
             return cached
     was_training = vqgan.training
@@ -119,22 +120,34 @@ def extract_tokens(vqgan: VQGAN, images, cfg: LabConfig, cache_path: str | Path 
     vqgan.train(was_training)
     tokens = torch.cat(chunks).long() if chunks else torch.zeros(0, cfg.num_image_tokens).long()
     if cache_path is not None:
-        with atomic_path(cache_path) as tmp:
-            save_file({"tokens": tokens.contiguous()}, str(tmp), metadata=keys)
+        write_safetensors(cache_path, {"tokens": tokens.contiguous()}, keys)
     return tokens
 
 
-def _read_token_cache(path: Path, keys: dict) -> torch.Tensor | None:
-    """The cached tokens if the file exists and matches ``keys``; None otherwise."""
+def _read_token_cache(path: Path, keys: dict, n_images: int, cfg: LabConfig) -> torch.Tensor | None:
+    """The cached tokens if the file exists, matches ``keys`` and holds ``n_images`` grids of
+    ``cfg``'s ids; None otherwise (with a warning when the file is not what it says)."""
     if not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="pt") as handle:
             if (handle.metadata() or {}) != keys:
-                return None
-            return handle.get_tensor("tokens")
-    except (SafetensorError, OSError, ValueError):
-        return None          # a broken cache is just re-encoded
+                return None                         # made for another tokenizer or other images
+            tokens = handle.get_tensor("tokens")
+    except (SafetensorError, OSError, ValueError) as error:
+        warnings.warn(f"cannot read the token cache {path} ({error}); encoding the images again",
+                      stacklevel=3)
+        return None
+    expected = (n_images, cfg.num_image_tokens)
+    if (tokens.dtype != torch.long or tuple(tokens.shape) != expected
+            or (tokens.numel() and (tokens.min() < 0 or tokens.max() >= cfg.num_codebook_vectors))):
+        ids = f", ids {tokens.min()}..{tokens.max()}" if tokens.numel() else ""
+        warnings.warn(f"the token cache {path} is damaged: it holds {tokens.dtype} {tuple(tokens.shape)}"
+                      f"{ids}, not the {expected[0]} grids of {expected[1]} ids in "
+                      f"[0, {cfg.num_codebook_vectors}) its keys say; encoding the images again",
+                      stacklevel=3)
+        return None
+    return tokens
 
 
 # ----------------------------------------------------------------------------- stage 2

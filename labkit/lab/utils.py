@@ -4,6 +4,7 @@ live, and the one atomic write."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -15,6 +16,11 @@ from torch import nn
 
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+class EnvironmentProblem(RuntimeError):
+    """The machine, not the input, stopped the work (no space left on a disk...); the message
+    says what to do. The command line exits with ``labkit.lab.command.EXIT_ENVIRONMENT``."""
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -100,16 +106,29 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def given_path(path: str | Path | None, what: str) -> Path | None:
+    """``path`` as a Path, or None when none was given; an empty one (``--runs ""``) is
+    refused, since it would quietly mean the default, or the current folder."""
+    if path is None:
+        return None
+    if not str(path).strip():
+        raise ValueError(f"{what} is an empty path: name a folder or file, or leave the option "
+                         "out for the default")
+    return Path(path)
+
+
 def runs_root(root: str | Path | None = None) -> Path:
     """Where ``runs/<profile>/`` lives: ``root`` if given, else ``$LABKIT_RUNS``, else
     ``<project>/runs``."""
-    return Path(root or os.environ.get("LABKIT_RUNS") or project_root() / "runs")
+    root = given_path(root, "the runs folder (--runs, runs_root)")
+    return root or Path(os.environ.get("LABKIT_RUNS") or project_root() / "runs")
 
 
 def data_root(root: str | Path | None = None) -> Path:
     """Where the toy cats are cached: ``root`` if given, else ``$LABKIT_DATA``, else
     ``<project>/data``."""
-    return Path(root or os.environ.get("LABKIT_DATA") or project_root() / "data")
+    root = given_path(root, "the toy-cat cache folder (--data)")
+    return root or Path(os.environ.get("LABKIT_DATA") or project_root() / "data")
 
 
 def run_dir(cfg, root: str | Path | None = None) -> Path:
@@ -126,9 +145,11 @@ def atomic_path(path: str | Path, mode: int = 0o644):
 
     When the block succeeds the file is flushed to disk, given ``mode`` and renamed over
     ``path``, so a reader (or a crash) never sees half a file; when it fails the temporary
-    file is removed and the old ``path``, if any, is left as it was.
+    file is removed and the old ``path``, if any, is left as it was. A full disk raises
+    ``EnvironmentProblem`` naming ``path``.
     """
     path = Path(path)
+    check_file_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
@@ -137,8 +158,24 @@ def atomic_path(path: str | Path, mode: int = 0o644):
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = f"the previous {path.name} is kept as it was" if path.exists() else "nothing was written"
+        raise EnvironmentProblem(
+            f"no space left on the disk to write {path} ({os.strerror(error.errno)}): {kept}. "
+            f"Free space on that disk (df -h {path.parent}) or write somewhere else (--runs, "
+            "--data, $LABKIT_RUNS), then run the same command again") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_file_target(path: str | Path) -> None:
+    """Refuse to write a file where a folder is (before any work whose result it would hold)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, but labkit writes a file there: move the "
+                                "folder away, or choose another path")
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
