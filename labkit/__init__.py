@@ -27,8 +27,9 @@ from .data.holes import brush_mask, make_masks
 from .data.toycats import ATTRIBUTES, mirror_labels, render_cat, render_cats
 from .eval.catnet import (CatNet, attribute_agreement, catnet_extractor, load_catnet,
                           load_or_train_catnet, train_catnet)
-from .eval.fid import (Extractor, FeatureStats, InceptionWeightsError, InceptionWeightsMissing,
-                       SmallSampleWarning, frechet_distance, inception_extractor)
+from .core.frechet import FeatureStats, SmallSampleWarning, frechet_distance
+from .eval.features import Extractor
+from .eval.fid import InceptionWeightsError, InceptionWeightsMissing, inception_extractor
 from .eval.metrics import masked_l1, masked_psnr, masked_token_accuracy
 from .eval.sweep import SweepResult, default_extractors, sweep
 from .lab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

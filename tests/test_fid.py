@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from labkit.eval import fid
+from labkit.core.frechet import FeatureStats
+from labkit.eval import features, fid
 
 
 def _no_network(monkeypatch):
@@ -59,7 +60,7 @@ def test_matches_pytorch_fid_on_the_same_statistics():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(300, 24))
     b = rng.normal(size=(250, 24)) * 1.5 + 0.3
-    stats_a = fid.FeatureStats.from_features(a)
+    stats_a = FeatureStats.from_features(a)
     # pytorch-fid's calculate_activation_statistics: np.mean and np.cov(rowvar=False)
     np.testing.assert_array_equal(stats_a.mu, np.mean(a, axis=0))
     np.testing.assert_array_equal(stats_a.sigma, np.cov(a, rowvar=False))
@@ -72,15 +73,15 @@ def test_distance_of_known_gaussians():
     # N(0, I) vs N(m, 4 I) in D dims: |m|^2 + D (1 + 4 - 2 * 2) = |m|^2 + D
     dim = 8
     m = np.arange(dim, dtype=np.float64)
-    a = fid.FeatureStats(np.zeros(dim), np.eye(dim), 1000)
-    b = fid.FeatureStats(m, 4 * np.eye(dim), 1000)
+    a = FeatureStats(np.zeros(dim), np.eye(dim), 1000)
+    b = FeatureStats(m, 4 * np.eye(dim), 1000)
     assert fid.frechet_distance(a, b) == pytest.approx(m @ m + dim)
 
 
 def test_fewer_samples_than_dimensions_warns_and_explains():
     features = np.random.default_rng(2).normal(size=(20, 32))
     with pytest.warns(fid.SmallSampleWarning, match="rank") as record:
-        fid.FeatureStats.from_features(features)
+        FeatureStats.from_features(features)
     assert "real-vs-real floor" in str(record[0].message)
 
 
@@ -91,7 +92,7 @@ def test_statistics_cache_is_keyed_by_content(tmp_path):
         calls.append(len(x))
         return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)   # (B, 12)
 
-    extractor = fid.Extractor("FD_test", "pool", "abc", featurize, torch.device("cpu"), batch_size=7)
+    extractor = features.Extractor("FD_test", "pool", "abc", featurize, torch.device("cpu"), batch_size=7)
     images = np.random.default_rng(3).integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
     cache = tmp_path / "ref.npz"
     first = fid.reference_statistics(extractor, images, cache)
@@ -217,7 +218,7 @@ def _pooling_extractor(calls):
     def featurize(x):
         calls.append(len(x))
         return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)   # (B, 12)
-    return fid.Extractor("FD_test", "pool", "abc", featurize, torch.device("cpu"), batch_size=50)
+    return features.Extractor("FD_test", "pool", "abc", featurize, torch.device("cpu"), batch_size=50)
 
 
 @pytest.mark.parametrize("junk", [b"", b"not a zip file", b"PK\x03\x04broken"])
@@ -269,7 +270,7 @@ def test_default_statistics_cache_lives_under_the_runs_root(monkeypatch, tmp_pat
 
 
 def test_statistics_are_written_atomically_and_readable(tmp_path, monkeypatch):
-    stats = fid.FeatureStats(np.zeros(3), np.eye(3), 5)
+    stats = FeatureStats(np.zeros(3), np.eye(3), 5)
     path = fid.save_stats(stats, tmp_path / "stats.cache", key="k")          # any suffix
     assert fid.load_stats(path)[1] == "k"
     assert path.stat().st_mode & 0o777 == 0o644
@@ -285,12 +286,12 @@ def test_statistics_are_written_atomically_and_readable(tmp_path, monkeypatch):
 
 def test_uint8_images_become_contiguous_floats_as_pytorch_fid_feeds_them():
     images = np.random.default_rng(7).integers(0, 256, (3, 5, 5, 3), dtype=np.uint8)
-    floats = fid.to_float_images(images)
+    floats = features.to_float_images(images)
     assert floats.is_contiguous() and floats.shape == (3, 3, 5, 5)
     # pytorch-fid's ImagePathDataset: ToTensor() per image, then default_collate (a stack)
     expected = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float().div(255) for im in images])
     assert torch.equal(floats, expected)
-    assert fid.to_float_images(floats.permute(0, 1, 3, 2)).is_contiguous()
+    assert features.to_float_images(floats.permute(0, 1, 3, 2)).is_contiguous()
 
 
 # ------------------------------------------------------------------ inputs that are not what they claim

@@ -16,7 +16,8 @@ from labkit import MaskGit, get_config, mvtm_loss
 from labkit.teaching.compare import (N_SHOWN, LossOnVisibleTokens, score_inpainting, spread_over_iterations,
                             with_budget)
 from labkit.eval.scoring import pixel_scores
-from labkit.eval.fid import Extractor, frechet_distance
+from labkit.core.frechet import frechet_distance
+from labkit.eval.features import Extractor
 from labkit.lab.pipeline import prepare_data, stage_mvtm, stage_tokenizer
 from labkit.lab.training import mvtm_name, train_mvtm
 from labkit.core.vqgan import VQGAN

@@ -15,7 +15,7 @@ import torch
 from labkit import MaskGit, get_config, toy_cats
 from labkit.lab import pipeline
 from labkit.eval.catnet import CatNet, catnet_extractor
-from labkit.core.frechet import frechet_distance, frechet_distance_batched as frechet
+from labkit.core.frechet import frechet_distance_batched as frechet
 from labkit.core.masks import smooth_fill
 from labkit.eval.scoring import BASELINES, METRICS, ROWS, inpaint_and_score, mean_scores
 from labkit.data.holes import make_masks

@@ -30,6 +30,7 @@ import multiprocessing
 import sys
 
 import numpy as np
+import torch
 from PIL import Image, ImageChops, ImageDraw
 
 from ..lab.progress import tqdm
@@ -532,11 +533,9 @@ def mirror_attributes(attrs: dict) -> dict:
     return out
 
 
-def condition_ids(labels: dict, attributes) -> "torch.Tensor":
+def condition_ids(labels: dict, attributes) -> torch.Tensor:
     """(n, A) LongTensor: the value codes of ``attributes`` (categorical, e.g. a config's
     ``condition``) from encoded labels; what a conditioned transformer is asked for."""
-    import torch
-
     missing = [name for name in attributes if name not in labels]
     if missing:
         raise ValueError(f"the images carry no {', '.join(missing)} labels (only the toy cats do): "

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..lab.checkpoint import CheckpointError, load_checkpoint
 from ..config import LabConfig
-from .fid import Extractor, to_float_images
+from .features import Extractor, to_float_images
 from ..lab.run import RunOptions, TrainingRun, data_provenance, finished_steps, refuse_unfinished
 from ..data.toycats import ATTRIBUTES, RENDER_VERSION, mirror_labels
 from ..core.train import lr_at

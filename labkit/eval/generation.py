@@ -19,7 +19,7 @@ import torch
 
 from ..core.frechet import frechet_distance
 from ..data.toycats import ATTRIBUTES
-from .fid import to_float_images
+from .features import to_float_images
 
 CATEGORICAL = tuple(name for name, (kind, _) in ATTRIBUTES.items() if kind == "categorical")
 

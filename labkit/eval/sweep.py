@@ -38,7 +38,7 @@ import torch
 from ..config import check_field
 from ..core.frechet import FeatureStats, SmallSampleWarning, frechet_distance, frechet_distance_batched
 from ..core.masks import as_pixel_mask, paste_known
-from .fid import Extractor, to_float_images
+from .features import Extractor, to_float_images
 from .scoring import BASELINES, PIXEL_BASELINES, inpaint_and_score, pixel_scores
 
 COLUMNS = ("method", "schedule", "T", "t", "composite", "choice_temperature", "sample", "metric",
@@ -285,7 +285,7 @@ def sweep(maskgit, images, pixel_masks, plan: SweepPlan | None = None,
 
     maskgit: a trained ``MaskGit``; images: ground truth (n, 3, S, S) in [0, 1] or uint8
     (n, S, S, 3); pixel_masks: (n, S, S) or (n, 1, S, S) bool, True = missing.
-    extractors: Fréchet-distance extractors (``labkit.eval.fid.Extractor``; see
+    extractors: Fréchet-distance extractors (``labkit.eval.features.Extractor``; see
     ``default_extractors``); catnet: adds attribute agreement per image when given.
     floor_images: an independent draw of real images (same n) for the real-vs-real yardstick.
     """

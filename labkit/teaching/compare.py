@@ -30,7 +30,7 @@ import torch
 from ..config import LabConfig
 from ..core.frechet import FeatureStats, frechet_distance
 from ..core.maskgit import DecodeSettings, MaskGit
-from ..eval.fid import Extractor
+from ..eval.features import Extractor
 from ..eval.scoring import inpaint_and_score, pixel_scores
 
 # Stage-2 steps of each run of notebook 03, per profile: a fraction of the profile's own
