@@ -57,6 +57,7 @@ from labkit.eval.scoring import ROWS, gap_closed, inpaint_and_score, mean_scores
 from labkit.core.frechet import FeatureStats, frechet_distance             # noqa: E402
 from labkit.core.masks import pixel_to_token_mask                         # noqa: E402
 from labkit.lab.training import extract_tokens, load_maskgit, train_mvtm, train_vqgan   # noqa: E402
+from labkit.lab.pipeline import conditions_of                            # noqa: E402
 from labkit.lab.utils import runs_root                                   # noqa: E402
 from labkit.lab.run import RunOptions  # noqa: E402
 
@@ -165,7 +166,9 @@ def train_variant(cfg: LabConfig, folder: Path, data=None, device=None, progress
     tokens = {split: extract_tokens(vqgan, splits[split], cfg, stage1 / f"tokens-{split}.safetensors")
               for split in splits}
     cpu = time.process_time()
-    maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], folder, options=RunOptions(device=device, progress=progress, data_source=f"tokens of {splits['train'].source}"), val_tokens=tokens["val"])
+    options = RunOptions(device=device, progress=progress, data_source=f"tokens of {splits['train'].source}")
+    maskgit, history = train_mvtm(cfg, vqgan, tokens["train"], folder, options, val_tokens=tokens["val"],
+                                  conditions=conditions_of(cfg, splits["train"]))
     stage2_cpu = (time.process_time() - cpu) / 60
     final = history[-1] if history else {}
     return maskgit, {"stage1_run": str(stage1), "stage2_run": str(folder),

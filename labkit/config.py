@@ -294,9 +294,10 @@ _PROFILE_VALUES: dict[str, dict] = {
         total_iter=4, catnet_channels=(8, 16, 16), catnet_steps=30, catnet_batch_size=32,
         log_every=5, ckpt_every=10, train_mask="families", condition=tuple(CONDITION_VALUES),
     ),
-    # Training masks inside holes like the test's and a flat stage-2 rate: the quality study's
-    # choices (benchmarks/README.md); every size is the dataclass default.
-    "cpu": dict(train_mask="holes", mvtm_lr_floor=1.0),
+    # Every hole family and the course's random masks in training, the nine categorical
+    # attributes as a condition (so one model inpaints, paints large holes and generates), a
+    # flat stage-2 rate: the studies' choices (benchmarks/README.md); every size is the default.
+    "cpu": dict(train_mask="families", condition=tuple(CONDITION_VALUES), mvtm_lr_floor=1.0),
     "gpu": dict(
         n_train=12000, n_val=3000, n_test=747, data_workers=8,
         vq_channels=(128, 256, 512), vq_res_blocks=2, latent_dim=256, num_codebook_vectors=1024,

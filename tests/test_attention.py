@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from labkit import BidirectionalTransformer, MultiHeadAttention, get_config
+from labkit.config import CONDITION_VALUES
 
 
 def reference_from(module: MultiHeadAttention) -> nn.MultiheadAttention:
@@ -95,18 +96,22 @@ def test_the_block_chooses_the_kernel_and_both_give_the_same_logits():
     torch.testing.assert_close(fused, manual, atol=1e-5, rtol=1e-5)
 
 
-def test_transformer_attention_maps_are_each_layers_forward_maps():
+@pytest.mark.parametrize("condition", [(), tuple(CONDITION_VALUES)], ids=["course", "conditioned"])
+def test_transformer_attention_maps_are_each_layers_forward_maps(condition):
     torch.manual_seed(5)
-    cfg = get_config("smoke")
+    cfg = get_config("smoke", condition=condition)
     model = BidirectionalTransformer(cfg).eval()
     ids = torch.randint(0, cfg.num_codebook_vectors + 1, (3, cfg.num_image_tokens))
     maps = model.attention_maps(ids)
-    n = cfg.num_image_tokens
+    n, skip = cfg.num_image_tokens, len(condition)
     assert len(maps) == cfg.num_layers and all(m.shape == (3, cfg.num_heads, n, n) for m in maps)
     x = model.embed(ids)
+    if skip:                        # the condition tokens (all unknown) stand in front of the image's
+        x = torch.cat([model.embed_condition(None, len(x)), x], dim=1)
     for block, layer_maps in zip(model.blocks, maps):      # layer l sees the output of layer l - 1
         h = block.ln1(x)
         a = block.attn
         q, k = a.split_heads(a.q_linear(h)), a.split_heads(a.k_linear(h))
-        torch.testing.assert_close(layer_maps, (q @ k.transpose(-2, -1) / math.sqrt(a.head_dim)).softmax(-1))
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(a.head_dim)).softmax(-1)
+        torch.testing.assert_close(layer_maps, weights[..., skip:, skip:])
         x = block(x)

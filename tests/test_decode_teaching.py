@@ -171,13 +171,16 @@ def check_inpaint_text(text: str) -> None:
               re.findall(r"^(trained|untrained) +attention on masked keys, per head: (.+)$", text, re.M)}
     masked_share = int(re.search(r"masked share of the tokens: (\d+)%", text)[1])
     sentence = re.search(r"Untrained, the heads put (\d+)% to (\d+)% .*?Trained, they range from (\d+)% to (\d+)%: "
-                         r"(\d+) of (\d+) heads look mostly at the visible tokens \(below \d+%\), (\d+) mostly", text)
-    low_u, high_u, low_t, high_t, below, heads, above = (int(v) for v in sentence.groups())
+                         r"(\d+) of (\d+) heads put less than the masked share on masked keys \(they favour the "
+                         r"visible tokens\), (\d+) more; (\d+) put more than half of their weight there", text, re.S)
+    low_u, high_u, low_t, high_t, below, heads, above, over_half = (int(v) for v in sentence.groups())
+    trained = shares["trained"]
     assert (low_u, high_u) == (min(shares["untrained"]), max(shares["untrained"]))
-    assert (low_t, high_t) == (min(shares["trained"]), max(shares["trained"]))
-    assert heads == len(shares["trained"]) and below + above <= heads
-    assert below >= sum(v < masked_share for v in shares["trained"])     # rounding can only hide a head
-    assert above >= sum(v > masked_share for v in shares["trained"])
+    assert (low_t, high_t) == (min(trained), max(trained))
+    assert heads == len(trained) and below + above <= heads
+    assert below >= sum(v < masked_share for v in trained)     # rounding can only hide a head
+    assert above >= sum(v > masked_share for v in trained)
+    assert sum(v > 50 for v in trained) <= over_half <= sum(v >= 50 for v in trained)
 
 
 def check_attention_text(text: str) -> None:

@@ -27,6 +27,7 @@ def model():
 
 def test_the_smoke_and_cpu_profiles_are_conditioned_and_the_gpu_profile_is_the_courses():
     assert CFG.condition == tuple(CONDITION_VALUES) == get_config("cpu").condition
+    assert CFG.train_mask == "families" == get_config("cpu").train_mask
     assert get_config("gpu").condition == () and get_config("gpu").train_mask == "random"
     assert [name for name, (kind, _) in ATTRIBUTES.items() if kind == "categorical"] == list(CONDITION_VALUES)
     assert all(len(ATTRIBUTES[name][1]) == count for name, count in CONDITION_VALUES.items())

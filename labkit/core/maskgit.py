@@ -208,8 +208,8 @@ class MaskGit(nn.Module):
         if cfg.train_mask == "random":
             return None
         if self.training_holes is None:
-            raise ValueError(f"train_mask={cfg.train_mask!r} hides tokens inside holes shaped like the "
-                             "test masks', and this MaskGit holds none: build it with "
+            raise ValueError(f"train_mask={cfg.train_mask!r} hides tokens inside a bank of training "
+                             "holes, and this MaskGit holds none: build it with "
                              "labkit.lab.training.build_maskgit(cfg, vqgan) (train_mvtm and load_maskgit "
                              "do), or pass training_holes=..., or use train_mask='random'")
         device = generator.device if generator is not None else self.device
