@@ -6,8 +6,8 @@ and on generation (issues 22 and 25).
     python benchmarks/bench_families.py --profile smoke train families && \\
         python benchmarks/bench_families.py --profile smoke score families  # the harness in seconds
 
-Variants (``VARIANTS``): the profile's config with one change. ``holes``: the profile as it was
-(brush-stroke training holes, no condition); ``families``: training holes of every family
+Variants (``VARIANTS``): the profile's config with these fields set. ``holes``: the cpu profile
+as it was before (brush-stroke training holes, no condition); ``families``: training holes of every family
 (``labkit.data.holes.TRAINING_MIXTURE``, the whole grid included) and the toy cats' nine
 categorical attributes as the condition, 2,000 stage-2 steps; ``families-seed1``: the same, seed
 1 (the noise of a training run). One tokenizer (the profile's) serves them all, trained once
@@ -55,7 +55,7 @@ from labkit.lab.training import build_maskgit, extract_tokens, train_mvtm   # no
 from labkit.lab.utils import runs_root                                      # noqa: E402
 
 VARIANTS = {
-    "holes": dict(),
+    "holes": dict(train_mask="holes", condition=()),    # the cpu profile before issues 22 and 25
     "families": dict(train_mask="families", condition=tuple(CONDITION_VALUES), mvtm_steps=2000),
     "families-seed1": dict(train_mask="families", condition=tuple(CONDITION_VALUES), mvtm_steps=2000, seed=1),
 }

@@ -205,6 +205,8 @@ def check_attention_text(text: str) -> None:
     entropy = re.search(rf"entropy +({FLOAT}) to ({FLOAT}) +\(uniform ln N = ({FLOAT})\)", text)
     verdict = re.search(r"Untrained, every head's row is (almost uniform|far from uniform)", text)
     assert verdict[1] == ("almost uniform" if float(entropy[1]) > 0.95 * float(entropy[3]) else "far from uniform")
+    below = re.search(rf"its entropy is at most ({FLOAT})% below ln N", text)
+    assert float(below[1]) == pytest.approx(100 * (1 - float(entropy[1]) / float(entropy[3])), abs=0.03)
 
     timings = {name: [float(v) for v in re.findall(rf"N=\d+: ({FLOAT}) ms", line)]
                for name, line in re.findall(r"^(hand-written|fused SDPA) +(N=.*)$", text, re.M)}
@@ -214,7 +216,8 @@ def check_attention_text(text: str) -> None:
     assert float(slopes[1]) == pytest.approx(math.log(hand[2] / hand[0]) / math.log(4), abs=0.05)
     assert float(slopes[2]) == pytest.approx(math.log(hand[5] / hand[3]) / math.log(4), abs=0.05)
     rises = float(slopes[2]) > 1.6 and float(slopes[1]) < float(slopes[2])
-    assert ("close to the N^2 of its score matrix" in text) == rises
+    assert ("close to the N^2 of its score matrix" in text) == (rises and float(slopes[2]) < 2.3)
+    assert ("steeper than the N^2 that its score matrix's FLOPs predict" in text) == (rises and float(slopes[2]) >= 2.3)
     assert ("do not show the expected rise towards N^2" in text) == (not rises)
     share = re.search(r"the fused kernel takes (\d+)% of the hand-written", text)
     assert int(share[1]) == pytest.approx(100 * timings["fused SDPA"][-1] / hand[-1], abs=1.5)
@@ -233,19 +236,21 @@ def check_tokenizer_text(text: str) -> None:
     log = re.search(rf"in the last training batch \((\d+) images\) (\d+) of (\d+) codes used \(\d+%\), "
                     rf"perplexity ({FLOAT})", text)
     whole = re.search(rf"codebook: (\d+) of (\d+) codes used, perplexity ({FLOAT})", text)
-    sentence = re.search(
-        rf"The training log's (\d+) of \d+ codes and perplexity ({FLOAT}) are counted on one batch of (\d+) training "
-        rf"images\. Batches of (\d+) validation images give ({FLOAT}) ± ({FLOAT}) codes and perplexity ({FLOAT}) ± "
-        rf"({FLOAT}) \(20 draws\): the log's perplexity is (within|outside) two standard deviations of theirs\. "
-        rf"The whole validation set \((\d+) images\) gives (\d+) codes and perplexity ({FLOAT})", text)
-    assert sentence[1] == log[2] and sentence[2] == log[4] and sentence[3] == log[1]
-    assert (sentence[11], sentence[12]) == (whole[1], whole[3])
-    gap, spread = abs(float(log[4]) - float(sentence[7])), 2 * float(sentence[8])
+    table = dict((label.strip(), (int(images), codes, perplexity)) for label, images, codes, perplexity in re.findall(
+        rf"^(training log: its last batch|validation: batches of \d+ \(20 draws\)|validation: the whole set) +(\d+) +"
+        rf"(\d+(?: ± \d+)?) +(\d+(?: ± \d+)?)$", text, re.M))
+    assert len(table) == 3
+    batch_label = next(label for label in table if label.startswith("validation: batches"))
+    assert table["training log: its last batch"] == (int(log[1]), log[2], f"{float(log[4]):.0f}")
+    assert table["validation: the whole set"][1:] == (whole[1], f"{float(whole[3]):.0f}")
+    mean, sd = (float(v) for v in table[batch_label][2].split(" ± "))
+    verdict = re.search(r"The log's perplexity is (within|outside) two standard deviations", text)
+    gap, spread = abs(float(log[4]) - mean), 2 * sd
     if abs(gap - spread) > 1.5:                                           # not on the edge after rounding
-        assert sentence[9] == ("within" if gap <= spread else "outside")
+        assert verdict[1] == ("within" if gap <= spread else "outside")
     sample = [tuple(int(float(v)) for v in row) for row in
               re.findall(rf"^ +(\d+) +(\d+) +(\d+) +({FLOAT})$", text, re.M)]
-    assert sample and sample[-1][0] == int(sentence[10])
+    assert sample and sample[-1][0] == table["validation: the whole set"][0]
     assert (sample[-1][2], sample[-1][3]) == (int(whole[1]), round(float(whole[3])))
     codes_used = [row[2] for row in sample]
     assert codes_used == sorted(codes_used)                               # more images never use fewer codes

@@ -320,7 +320,7 @@ def test_pitfalls_are_cited_by_their_number_in_notebook_06(name):
 
 def test_notebook_03_tells_the_seed_reports_comparison_as_it_was_and_shows_the_mvtm_code_in_02():
     intro = " ".join(nbformat.read(NOTEBOOKS / "03_loss_comparison.ipynb", as_version=4).cells[0].source.split())
-    # the seed report did compare the losses: same seed, 50 epochs, one run per loss, FID only
+    # the student report did compare the losses: same seed, 50 epochs, one run per loss, FID only
     for fact in ("same seed", "50 epochs", "one run per loss", "FID only", "did not train"):
         assert fact in intro, fact
     assert "nobody" not in intro.lower()

@@ -261,7 +261,7 @@ class _Scores:
 @dataclass(frozen=True)
 class SweepPlan:
     """What a sweep decodes: every schedule x T, each stopped after t* = min(sweet_spot, T)
-    iterations (the rows stop there: the seed report's T = 19 with t* = 2 costs 2 iterations),
+    iterations (the rows stop there: the student report's T = 19 with t* = 2 costs 2 iterations),
     scored as raw decodes and / or composites, with the decoding's choice temperature (None:
     the config's) and sampling; with the ``baselines`` (T = 1 is then one shot, scored once).
     Each (schedule, T) uses a generator seeded with ``seed``, consumed ``chunk_size`` images at

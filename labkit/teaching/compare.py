@@ -60,7 +60,7 @@ def with_budget(cfg: LabConfig, steps: int | None = None) -> LabConfig:
 # ----------------------------------------------------------------------------- the hypothesis
 
 class LossOnVisibleTokens(MaskGit):
-    """A hypothesis for the seed report's masked-loss model that "did not train": the
+    """A hypothesis for the student report's masked-loss model that "did not train": the
     masked-only loss averaged over the wrong tokens, the visible ones (the mask's meaning
     mixed up: True read as "kept" instead of "hidden"). Copying a visible id is easy, so this
     loss falls fast, while no step ever asks for a hidden token."""

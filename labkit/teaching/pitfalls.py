@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -430,10 +431,11 @@ def pitfall_figure(title: str, panels=(), images: dict | None = None, col_titles
         ax = subfigure.subplots()
         for label, (x, y, *error) in curves.items():
             x, y = [float(v) for v in x], [float(v) for v in y]
+            style = "o-" if len(x) <= 60 else "-"             # a marker per point only where they can be told apart
             if error:
-                ax.errorbar(x, y, yerr=[float(v) for v in error[0]], fmt="o-", ms=3.5, capsize=3, label=label)
+                ax.errorbar(x, y, yerr=[float(v) for v in error[0]], fmt=style, ms=3.5, capsize=3, label=label)
             else:
-                ax.plot(x, y, "o-", ms=3.5, label=label)
+                ax.plot(x, y, style, ms=3.5, label=label)
         ax.set(title=panel_title, xlabel=xlabel, ylabel=ylabel)
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
@@ -446,8 +448,8 @@ def pitfall_figure(title: str, panels=(), images: dict | None = None, col_titles
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.imshow(_to_hwc(row[c]), interpolation="nearest")
-                if c == 0:
-                    ax.set_ylabel(label, fontsize=8)
+                if c == 0:                                    # wrapped, so long labels don't overlap
+                    ax.set_ylabel("\n".join(textwrap.wrap(label, 16)), fontsize=7.5)
                 if r == 0 and col_titles is not None:
                     ax.set_title(col_titles[c], fontsize=8)
     fig.suptitle(title)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from ..eval.scoring import BASELINES, PIXEL_BASELINES
 
@@ -82,9 +82,10 @@ def plot_history(history: list, keys, title: str | None = None, log_keys=("loss"
         ax.set_title(key)
         ax.grid(alpha=0.3)
         if key in log_keys and min(values) > 0:
-            ax.set_yscale("log")
-            for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-                axis_formatter(FormatStrFormatter("%g"))     # 4, not 4x10^0
+            ax.set_yscale("log")                          # labels at 1, 2, 5 x 10^k only, as "0.05"
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
     if title:
         fig.suptitle(title)
     return fig
@@ -329,7 +330,8 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
     of one image); query: the token index whose attention row is drawn;
     layers: which layers (default: the first and the last). Each panel shows the query's
     weights over the N keys on the token grid, over a faded copy of the image; the query's
-    patch is outlined in cyan.
+    patch is outlined in cyan. Every panel shares one colour scale, from 0 to the largest
+    weight drawn (the colour bar), so an even spread looks even and heads can be compared.
     """
     from matplotlib.patches import Rectangle
 
@@ -345,15 +347,17 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
     fig = Figure(figsize=(cell_size * (heads + 1) + 0.6, cell_size * len(layers) + 0.6),
                  layout="constrained")
     axes = fig.subplots(len(layers), heads + 1, squeeze=False)
+    rows = {layer: maps[layer][:, query].detach().float().cpu().view(heads, side, side) for layer in layers}
+    top = max(float(weights.max()) for weights in rows.values())
     for r, layer in enumerate(layers):
-        weights = maps[layer][:, query].detach().float().cpu().view(heads, side, side)
+        weights = rows[layer]
         axes[r, 0].imshow(background, interpolation="nearest")
         axes[r, 0].set_ylabel(f"layer {layer + 1}", fontsize=9)
         for h in range(heads):
             ax = axes[r, h + 1]
             ax.imshow(faded, interpolation="nearest")
-            ax.imshow(weights[h].numpy(), cmap="magma", alpha=0.75, interpolation="nearest",
-                      extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            shown = ax.imshow(weights[h].numpy(), cmap="magma", alpha=0.75, interpolation="nearest",
+                              vmin=0.0, vmax=top, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
             if r == 0:
                 ax.set_title(f"head {h + 1}", fontsize=9)
             ax.set_xlabel(f"max {weights[h].max():.1%}", fontsize=7, labelpad=1)
@@ -363,6 +367,7 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_title("input, query", fontsize=9)
+    fig.colorbar(shown, ax=axes[:, 1:], shrink=0.8, pad=0.01, label="weight (one scale)")
     fig.suptitle(f"attention of token {query} (row {row_q}, column {col_q}) over the "
                  f"{side}x{side} token grid", fontsize=10)
     return fig
@@ -380,13 +385,14 @@ BASELINE_LABELS = {**BASELINES, "real_vs_real": "two independent real draws (yar
 
 
 def plot_sweep(result, metric: str | None = None, composite: bool = True,
-               errors: dict | None = None) -> Figure:
+               errors: dict | None = None, keep=("smooth_fill", "one_shot")) -> Figure:
     """Score against the stopping iteration t, one panel per schedule and one line per T,
     from a ``labkit.eval.sweep.SweepResult``; the baselines and the real-vs-real yardstick are the
     horizontal lines shared by all panels. ``errors``: {(schedule, T, t): SE}, e.g. from
     ``result.standard_errors(metric)``, drawn as +-1 SE bars. The axis is linear and zoomed
     to the decoded curves: a baseline far outside them is named in the legend with its value
-    ("off the axis") instead of squashing the curves against one edge."""
+    ("off the axis") instead of squashing the curves against one edge; the baselines in ``keep``
+    (the no-learning smooth fill and one-shot decoding, the ones to beat) are always drawn."""
     from matplotlib.ticker import MaxNLocator
 
     metric = metric or result.settings["metrics"][0]
@@ -414,7 +420,7 @@ def plot_sweep(result, metric: str | None = None, composite: bool = True,
         if rows:
             baselines[method] = rows[0]["value"]
     shown = {method: value for method, value in baselines.items()
-             if low - 0.5 * span <= value <= high + 0.5 * span}
+             if low - 0.5 * span <= value <= high + 0.5 * span or method in keep}
     low, high = min([low, *shown.values()]), max([high, *shown.values()])
     pad = 0.06 * max(high - low, 1e-9)
     for ax, schedule in zip(axes, schedules):
