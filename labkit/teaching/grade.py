@@ -58,15 +58,7 @@ def check_attention() -> None:
                     "expected (B, N, D): merge the heads back and apply out_linear")
 
     def torch_attention(scale_q: float = 1.0):
-        reference = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True).eval()
-        with torch.no_grad():
-            reference.in_proj_weight.copy_(torch.cat([layer.q_linear.weight * scale_q,
-                                                      layer.k_linear.weight, layer.v_linear.weight]))
-            reference.in_proj_bias.copy_(torch.cat([layer.q_linear.bias * scale_q,
-                                                    layer.k_linear.bias, layer.v_linear.bias]))
-            reference.out_proj.weight.copy_(layer.out_linear.weight)
-            reference.out_proj.bias.copy_(layer.out_linear.bias)
-            return reference(x, x, x, need_weights=False)[0]
+        return _torch_attention(layer, x, scale_q)[0]
 
     d_k = dim // heads
     if torch.allclose(out, torch_attention(), atol=1e-5):
@@ -76,10 +68,7 @@ def check_attention() -> None:
         if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (2, heads, tokens, tokens):
             raise Wrong("the output is right, but forward(x, return_attention=True) must also return the "
                         "attention weights (B, H, N, N): return (out, attention)")
-        with torch.no_grad():
-            q, k = (lin(x).view(2, tokens, heads, d_k).transpose(1, 2) for lin in (layer.q_linear, layer.k_linear))
-            want = (q @ k.transpose(-2, -1) / math.sqrt(d_k)).softmax(-1)
-        if not torch.allclose(weights, want, atol=1e-5):
+        if not torch.allclose(weights, _torch_attention(layer, x)[1], atol=1e-5):
             raise Wrong("the output is right, but the attention weights returned are not "
                         "softmax(Q K^T / sqrt(d_k)) over the keys: return the weights the softmax gives, "
                         "before dropout")
@@ -93,10 +82,8 @@ def check_attention() -> None:
         raise Wrong("the output matches scores divided by d_k instead of sqrt(d_k)")
     # heads split with a plain view (B, N, D) -> (B, H, N, d_k), without the transpose
     with torch.no_grad():
-        def wrong_split(t):
-            return t.reshape(2, heads, tokens, d_k)
-        q, k, v = (wrong_split(lin(x)) for lin in (layer.q_linear, layer.k_linear, layer.v_linear))
-        context = (q @ k.transpose(-2, -1) / math.sqrt(d_k)).softmax(-1) @ v
+        q, k, v = (lin(x).reshape(2, heads, tokens, d_k) for lin in (layer.q_linear, layer.k_linear, layer.v_linear))
+        context = nn.functional.scaled_dot_product_attention(q, k, v)
         for merged in (context.reshape(2, tokens, dim), context.transpose(1, 2).reshape(2, tokens, dim)):
             if torch.allclose(out, layer.out_linear(merged), atol=1e-5):
                 raise Wrong("the heads are split with a plain view (B, N, D) -> (B, H, N, d_k), which "
@@ -106,36 +93,41 @@ def check_attention() -> None:
                 "(the keys, dim=-1), the head split/merge and the output projection")
 
 
+def _torch_attention(layer, x: torch.Tensor, scale_q: float = 1.0):
+    """(output (B, N, D), attention weights (B, H, N, N)) of ``nn.MultiheadAttention`` holding
+    ``layer``'s weights (its queries scaled by ``scale_q``), without dropout."""
+    reference = nn.MultiheadAttention(layer.dim, layer.num_heads, dropout=0.0, batch_first=True).eval()
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(torch.cat([layer.q_linear.weight * scale_q,
+                                                  layer.k_linear.weight, layer.v_linear.weight]))
+        reference.in_proj_bias.copy_(torch.cat([layer.q_linear.bias * scale_q,
+                                                layer.k_linear.bias, layer.v_linear.bias]))
+        reference.out_proj.weight.copy_(layer.out_linear.weight)
+        reference.out_proj.bias.copy_(layer.out_linear.bias)
+        return reference(x, x, x, need_weights=True, average_attn_weights=False)
+
+
 def _check_attention_dropout(x: torch.Tensor, heads: int) -> None:
     """In training mode dropout acts on the attention weights, after the softmax: the same
-    seed gives the same dropout mask as F.dropout on softmax(Q K^T / sqrt(d_k))."""
+    seed gives the same dropout mask as F.dropout on nn.MultiheadAttention's weights."""
     from ..core.attention import MultiHeadAttention
 
-    batch, tokens, dim = x.shape
-    d_k, p = dim // heads, 0.5
+    dim, p = x.shape[-1], 0.5
     layer = MultiHeadAttention(dim=dim, num_heads=heads, attn_drop=p).train()
     with torch.no_grad():
         torch.manual_seed(7)
         out, weights = layer(x, return_attention=True)
-        q, k, v = (lin(x).view(batch, tokens, heads, d_k).transpose(1, 2)
-                   for lin in (layer.q_linear, layer.k_linear, layer.v_linear))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)
+        undropped, attention = _torch_attention(layer, x)
         torch.manual_seed(7)
-        dropped_scores = nn.functional.dropout(scores, p, training=True).softmax(-1)
-        torch.manual_seed(7)
-        context = nn.functional.dropout(scores.softmax(-1), p, training=True) @ v
-        want = layer.out_linear(context.transpose(1, 2).reshape(batch, tokens, dim))
-        undropped = layer.out_linear((scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, dim))
-    if torch.allclose(weights, dropped_scores, atol=1e-5):
-        raise Wrong("in training mode dropout is applied to the scores BEFORE the softmax: apply "
-                    "self.dropout to the attention weights the softmax gives, "
-                    "context = self.dropout(attention) @ v")
-    if torch.allclose(weights, scores, atol=1e-5):
-        raise Wrong("forward(x, return_attention=True) returns the raw scores Q K^T / sqrt(d_k): "
-                    "return attention = scores.softmax(dim=-1)")
-    if not torch.allclose(weights, scores.softmax(-1), atol=1e-5):
-        raise Wrong("in training mode (attn_drop=0.5) the attention weights returned are not "
-                    "softmax(Q K^T / sqrt(d_k)): return them before dropout")
+        dropped = nn.functional.dropout(attention, p, training=True)
+        want = layer.out_linear(layer.merge_heads(dropped @ layer.split_heads(layer.v_linear(x))))
+    if not torch.allclose(weights, attention, atol=1e-5):
+        if torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5):
+            raise Wrong("in training mode (attn_drop=0.5) the attention weights are a softmax of other "
+                        "scores: dropout is applied to the scores BEFORE the softmax; apply self.dropout "
+                        "to the attention weights the softmax gives, context = self.dropout(attention) @ v")
+        raise Wrong("in training mode (attn_drop=0.5) the attention weights returned do not sum to 1 over "
+                    "the keys: return the softmax weights, before dropout")
     if torch.allclose(out, undropped, atol=1e-5):
         raise Wrong("in training mode (attn_drop=0.5) no dropout is applied: "
                     "context = self.dropout(attention) @ v")
