@@ -186,7 +186,7 @@ def test_step_without_zero_grad(monkeypatch):
 
 def test_step_without_clipping(monkeypatch):
     monkeypatch.setattr("labkit.core.train.mvtm_step", buggy_step(clip=False))
-    assert "clip it with nn.utils.clip_grad_norm_" in diagnosis("train_step")
+    assert "clip the transformer's gradient norm to grad_clip" in diagnosis("train_step")
 
 
 # ---- TODO3: one decoding iteration

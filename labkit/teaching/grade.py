@@ -125,12 +125,12 @@ def _check_attention_dropout(x: torch.Tensor, heads: int) -> None:
         if torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5):
             raise Wrong("in training mode (attn_drop=0.5) the attention weights are a softmax of other "
                         "scores: dropout is applied to the scores BEFORE the softmax; apply self.dropout "
-                        "to the attention weights the softmax gives, context = self.dropout(attention) @ v")
+                        "to the attention weights the softmax gives, then multiply them by V")
         raise Wrong("in training mode (attn_drop=0.5) the attention weights returned do not sum to 1 over "
                     "the keys: return the softmax weights, before dropout")
     if torch.allclose(out, undropped, atol=1e-5):
         raise Wrong("in training mode (attn_drop=0.5) no dropout is applied: "
-                    "context = self.dropout(attention) @ v")
+                    "apply self.dropout to the attention weights, then multiply them by V")
     if not torch.allclose(out, want, atol=1e-5):
         raise Wrong("in training mode (attn_drop=0.5) the output is not out_linear(merge(dropout(attention) @ V)): "
                     "apply self.dropout once, to the attention weights after the softmax")
@@ -377,9 +377,8 @@ def check_train_step() -> None:
                         "gradients accumulate across steps")
         if float(grads.norm()) > clip * 1.01:
             raise Wrong(f"the gradient norm at optimizer.step() is {float(grads.norm()):.3g} with "
-                        f"grad_clip={clip}: clip it with "
-                        "nn.utils.clip_grad_norm_(maskgit.transformer.parameters(), grad_clip) "
-                        "after backward, before step")
+                        f"grad_clip={clip}: clip the transformer's gradient norm to grad_clip with "
+                        "nn.utils.clip_grad_norm_ after backward, before step")
         checks = [i for i, e in enumerate(events) if e[0] == "check"]
         if not checks or checks[0] > events.index(steps[0]):
             raise Wrong("call check_finite(loss, grad_norm) before optimizer.step(): a NaN step must "
@@ -476,13 +475,13 @@ def check_inpainting() -> None:
     if (prediction[still] == mask_id).all() and torch.equal(prediction[~still], best[~still]):
         raise Wrong("the prediction keeps [MASK] where tokens are missing and the model's guess where they "
                     "are known: the arguments of torch.where are swapped; "
-                    "prediction = torch.where(still_masked, chosen, token_ids)")
+                    "the chosen token goes where still_masked is True, token_ids elsewhere")
     if (prediction == mask_id).any():
         raise Wrong(f"the prediction holds the [MASK] id {mask_id}: the mask id must never "
                     "be predicted (every masked position takes the chosen token, leave the id out of the argmax)")
     if not torch.equal(prediction[~still], known[~still]):
         raise Wrong("known tokens are not pinned: where still_masked is False the prediction must keep "
-                    "token_ids (torch.where(still_masked, chosen, token_ids))")
+                    "token_ids (torch.where with still_masked)")
     if not torch.equal(prediction[still], best[still]):
         raise Wrong("with settings.sample False each masked position must take its most likely token (argmax)")
     want = torch.floor(torch.tensor(math.cos(math.pi / 16)) * n0.double()).long()
