@@ -147,7 +147,7 @@ def test_reranked_without_a_bug_decodes_like_the_correct_code(maskgit, cfg):
 def test_temperature_that_grows_scrambles_the_last_choices_not_the_first(maskgit, cfg, confident, monkeypatch):
     transformer, log_probs = confident
     # noise that reverses the ranking once its scale passes 1: confidence = (1 - scale) log p
-    monkeypatch.setattr(pitfalls, "gumbel_noise", lambda shape, generator, device: -log_probs.expand(shape))
+    monkeypatch.setattr("labkit.core.maskgit.gumbel_noise", lambda shape, generator, device: -log_probs.expand(shape))
     good = pitfalls.inject(pitfalls.Reranked, maskgit, transformer)
     bad = pitfalls.inject(pitfalls.TemperatureGrows, maskgit, transformer)
     tau, total = 2.0, 4                       # correct scale 1.5, 1.0, 0.5; growing 0.5, 1.0, 1.5
@@ -162,7 +162,7 @@ def test_temperature_that_grows_scrambles_the_last_choices_not_the_first(maskgit
 def test_noise_on_probabilities_breaks_a_ranking_that_log_probabilities_keep(maskgit, cfg, confident, monkeypatch):
     transformer, log_probs = confident
     # noise -0.5 log p: log p - 0.5 log p keeps the order; p - 0.5 log p is not monotone in p
-    monkeypatch.setattr(pitfalls, "gumbel_noise", lambda shape, generator, device: -log_probs.expand(shape))
+    monkeypatch.setattr("labkit.core.maskgit.gumbel_noise", lambda shape, generator, device: -log_probs.expand(shape))
     good = pitfalls.inject(pitfalls.Reranked, maskgit, transformer)
     bad = pitfalls.inject(pitfalls.NoiseOnProbabilities, maskgit, transformer)
     tau, total, t = 1.0, 2, 1                 # scale tau (1 - t/T) = 0.5

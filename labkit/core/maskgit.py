@@ -193,8 +193,8 @@ class MaskGit(nn.Module):
     def encode_to_z(self, x: torch.Tensor):
         """x: (B, 3, H, W) in [0, 1] -> z_q (B, C, h, w), z_indices (B, h * w)."""
         # BEGIN SOLUTION TODO2 step1-1
-        # HINT: self.vqgan.encode(x) returns z_q (B, C, h, w), indices (B, h, w) and the commitment loss;
-        # HINT: return z_q and the indices flattened to one row of h * w tokens per image: (B, h * w)
+        # HINT: the VQGAN (self.vqgan, see VQGAN.encode) turns x into quantised latents z_q (B, C, h, w)
+        # HINT: and a grid of codebook indices (B, h, w); return z_q and one row of h * w token ids per image
         z_q, z_indices, _ = self.vqgan.encode(x)
         return z_q, z_indices.reshape(x.shape[0], -1)
         # END SOLUTION

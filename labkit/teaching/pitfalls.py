@@ -35,14 +35,14 @@ from __future__ import annotations
 import copy
 import math
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..core.maskgit import DecodeSettings, MaskGit, gumbel_noise
+from ..core.maskgit import DecodeSettings, MaskGit
 from ..eval.metrics import masked_l1, masked_token_accuracy
 from .plots import _to_hwc, mask_overlay
 from ..lab.progress import tqdm
@@ -108,13 +108,35 @@ class SquareAsSqrt(SquareTimesTwo):
 
 # ----------------------------------------------------------------------------- 4: the Gumbel noise
 
-class Reranked(MaskGit):
-    """Decoding whose confidence ranking is computed again, from ``score`` and ``temperature``.
+class _Confidences(nn.Module):
+    """A transformer stand-in for one iteration: logits whose argmax is that of ``log_probs``
+    (B, N, K) and whose log-softmax there is ``score`` (B, N), less one constant when a score
+    is above 0 (so the positions rank as ``score`` does): the rest of the mass is spread evenly
+    over the other K - 1 tokens. The argmax stays while the shifted score is >= -log K: a
+    log-probability of the argmax is, and so is a probability minus 1."""
 
-    The correct iteration chooses the tokens and the count m_t; this class ranks the still
-    masked positions again by score(log-probability of the chosen token) + temperature *
-    Gumbel noise, and keeps the m_t least confident masked. As it stands it computes the
-    correct ranking (with its own noise draws): the two subclasses below change one line.
+    def __init__(self, log_probs: torch.Tensor, score: torch.Tensor):
+        super().__init__()
+        K = log_probs.shape[-1]
+        shifted = score - score.max().clamp(min=0)                          # <= 0
+        if (shifted < -math.log(K) - 1e-6).any():
+            raise ValueError("the scores spread over more than log K: the argmax would change")
+        rest = torch.log1p(-shifted.exp()) - math.log(K - 1)                # each other token
+        chosen = log_probs.argmax(dim=-1, keepdim=True)
+        self.logits = rest[..., None].expand_as(log_probs).scatter(-1, chosen, shifted[..., None])
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.logits
+
+
+class Reranked(MaskGit):
+    """Decoding whose confidence is score(log-probability of the chosen token) +
+    temperature(tau, t/T) * Gumbel noise; as it stands, the correct ones.
+
+    It runs the correct iteration (your ``MaskGit.inpainting``) on logits rebuilt so that its
+    log-probabilities rank like ``score`` (``_Confidences``), with the choice temperature that
+    makes its noise scale tau (1 - t/T) equal to ``temperature``: the two subclasses below
+    change one line. Argmax decoding (``sample=False``).
     """
 
     def score(self, log_prob: torch.Tensor) -> torch.Tensor:
@@ -124,14 +146,15 @@ class Reranked(MaskGit):
         return choice_temperature * (1 - ratio)
 
     def inpainting(self, token_ids, still_masked, n0, m_prev, t, settings, generator=None):
-        prediction, _, m_t = super().inpainting(token_ids, still_masked, n0, m_prev, t, settings, generator)
         log_probs = self.transformer(token_ids).float().log_softmax(dim=-1)      # (B, N, K)
-        score = self.score(log_probs.gather(-1, prediction[..., None]).squeeze(-1))
-        noise = gumbel_noise(score.shape, generator, score.device)
-        confidence = score + self.temperature(settings.choice_temperature, t / settings.total_iter) * noise
-        confidence = confidence.masked_fill(~still_masked, math.inf)
-        ranks = confidence.argsort(dim=1).argsort(dim=1)                          # 0 = least confident
-        return prediction, ranks < m_t[:, None], m_t
+        ratio = t / settings.total_iter
+        scale = self.temperature(settings.choice_temperature, ratio)
+        # at t = T nothing is left to rank (m_T = 0): no noise needed
+        tau = scale / (1 - ratio) if ratio < 1 else 0.0
+        score = self.score(log_probs.max(dim=-1).values)
+        correct = inject(MaskGit, self, _Confidences(log_probs, score))
+        return MaskGit.inpainting(correct, token_ids, still_masked, n0, m_prev, t,
+                                  replace(settings, choice_temperature=tau), generator)
 
 
 class TemperatureGrows(Reranked):

@@ -7,8 +7,13 @@ The copy holds the repository's tracked files (``git ls-files``), with:
   ``NotImplementedError("TODO2 step1-2: <the hints>")``: nothing of the solution is left;
 - the notebooks' exercise cells replaced by where to write, each followed by a check cell
   (``labkit.grade("gamma_func")``);
-- ``README.md`` opening with a part for students;
-- the tests adapted (the instructor's mutation tests left out): until ``python -m labkit grade`` reports every exercise done, pytest runs
+- notebook cells tagged ``solution-view`` (teaching cells that show part of a solution)
+  replaced by a short note;
+- ``README.md`` the student's own (the instructor's is not copied);
+- the instructor-only files left out (``INSTRUCTOR_ONLY``: the mutation tests, the template
+  reference and what runs it);
+- the copy made a git repository with one commit, so that a student's work is a diff;
+- the tests adapted: until ``python -m labkit grade`` reports every exercise done, pytest runs
   only ``tests/test_exercises.py`` (one test per exercise) and skips the rest, naming the
   exercises left.
 
@@ -18,10 +23,10 @@ solved: what the tests check). The instructor's copy is only read.
 Marker syntax, in the package's ``.py`` files (nbgrader's marker words, with the course's
 TODO id after them)::
 
-    def square(r, xp):
+    def half(r, xp):
         # BEGIN SOLUTION TODO2 step1-2
-        # HINT: square schedule: gamma(r) = 1 - r^2      (one or more HINT lines, kept)
-        return 1 - r ** 2                                 (the solution, removed)
+        # HINT: half: gamma(r) = r / 2                    (one or more HINT lines, kept)
+        return r / 2                                      (the solution, removed)
         # END SOLUTION
 
 The TODO id must be one of ``labkit.teaching.exercises.EXERCISES``. In a notebook, a code cell tagged
@@ -47,10 +52,16 @@ BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<todo>TODO\d+(?: step[\
 HINT = re.compile(r"^\s*# HINT: ?(?P<hint>.*)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 TAG = "exercise:"
+# a teaching cell that shows (part of) a solution: the copy replaces it by a short note
+SOLUTION_VIEW = "solution-view"
+SOLUTION_VIEW_NOTE = ("*This cell shows part of the reference solution in the instructor's edition; "
+                      "in yours, the code is what you write (`python -m labkit grade` checks it).*")
 # the student edition's own modules: they describe the markers, they hold no region
 TOOLS = {"labkit/teaching/student.py", "labkit/teaching/exercises.py", "labkit/teaching/grade.py"}
-# instructor-only files, left out of the copy: the mutation tests hold near-solutions
-INSTRUCTOR_ONLY = {"tests/test_grade.py", "tests/test_student.py"}
+# instructor-only files, left out of the copy: the mutation tests hold near-solutions, the
+# template reference (and the benchmark and the test that run it) a whole solution
+INSTRUCTOR_ONLY = {"tests/test_grade.py", "tests/test_student.py", "tests/test_fastpath.py",
+                   "benchmarks/template_reference.py", "benchmarks/bench_speed.py"}
 
 
 class MarkerError(ValueError):
@@ -134,6 +145,10 @@ def student_notebook(notebook: dict) -> tuple[dict, list[str]]:
     """The student version of a notebook: each ``exercise:`` cell -> where to write + a check cell."""
     cells, names_seen = [], []
     for cell in notebook["cells"]:
+        if SOLUTION_VIEW in cell.get("metadata", {}).get("tags", []):
+            cells.append({"cell_type": "markdown", "id": cell.get("id", f"solution-view-{len(cells)}"),
+                          "metadata": {}, "source": [SOLUTION_VIEW_NOTE]})
+            continue
         tags = [tag for tag in cell.get("metadata", {}).get("tags", []) if tag.startswith(TAG)]
         if cell["cell_type"] != "code" or not tags:
             cells.append(cell)
@@ -165,12 +180,29 @@ above it give the formula and the shapes. Check your work at any time:
     python -m labkit grade gamma_func      # one exercise
 
 or run the check cell after each exercise cell in the notebooks (`labkit.grade("gamma_func")`).
+A message names the file and the function to edit (and, when your code crashed, its line).
 A notebook that needs an exercise you have not finished says so in its first cells.
-`pytest` runs `tests/test_exercises.py` until every exercise is done, then the whole suite.
-Work through the notebooks in order: 00, 01, 02, 03, 04, 05, 06.
 
----
+## Set up
 
+    conda env create -f environment.yml && conda activate labkit     # or: pip install -e .
+
+Work through the notebooks in order: 00, 01, 02, 03, 04, 05, 06. Set `LABKIT_PROFILE=smoke`
+for a quick try (seconds per notebook); the default `cpu` profile trains the models of the lab.
+
+## Tests
+
+Run first `pytest tests/test_exercises.py` (one test per exercise, seconds): until every
+exercise is done, the rest of the suite is skipped, naming what is left. Once all are done,
+`pytest` runs the whole suite, notebooks included: about 15 minutes on 2 CPU cores (issue 24's
+measure), and the browser test needs Playwright (it skips without it). A quicker check of
+your solutions in the rest of the code: `pytest -p no:nbval tests/test_attention.py
+tests/test_maskgit.py tests/test_pitfalls.py` (a few minutes).
+
+## Your changes
+
+This folder is a git repository with one commit, the edition as you received it: `git diff`
+shows what you wrote, `git add -A && git commit` keeps a step.
 """
 
 STUDENT_CONFTEST = '''
@@ -240,14 +272,27 @@ def write_student_copy(out_dir: str | Path, root: str | Path | None = None,
         raise MarkerError(f"no region marked for {', '.join(missing)} in labkit/: every exercise of "
                           "labkit/exercises.py needs at least one '# BEGIN SOLUTION TODO...' region")
     table = "\n".join(f"| {e.todo} | `{e.name}` | {e.where} | {e.what} |" for e in EXERCISES)
-    readme = out / "README.md"
-    rest = readme.read_text() if readme.is_file() else ""
-    readme.write_text(STUDENT_README.format(table=table) + rest)
+    (out / "README.md").write_text(STUDENT_README.format(table=table))
     (out / "tests").mkdir(exist_ok=True)
     (out / "tests" / "test_exercises.py").write_text(EXERCISE_TESTS)
     conftest = out / "conftest.py"
     conftest.write_text((conftest.read_text() if conftest.is_file() else "") + STUDENT_CONFTEST)
-    return {"files": len(files), "regions": regions, "notebook_exercises": shown}
+    return {"files": len(files), "regions": regions, "notebook_exercises": shown, "git": first_commit(out)}
+
+
+def first_commit(out: Path) -> str | None:
+    """Make ``out`` a git repository with one commit (the edition as handed out), so that a
+    student's work is a diff; None when done, else why not (the copy is usable without)."""
+    author = ["-c", "user.name=labkit student edition", "-c", "user.email=student@labkit.invalid",
+              "-c", "commit.gpgsign=false"]
+    try:
+        for args in (["init", "-q"], ["add", "-A"], [*author, "commit", "-q", "-m", "The student edition"]):
+            subprocess.run(["git", *args], cwd=out, check=True, capture_output=True)
+    except FileNotFoundError:
+        return "git is not installed: the copy is not a git repository (install git, then git init)"
+    except subprocess.CalledProcessError as error:
+        return f"`{' '.join(error.cmd)}` failed ({error.stderr.decode().strip()}): the copy is not a git repository"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote the student copy ({summary['files']} files{', solutions kept' if args.with_solutions else ''}) "
           f"to {args.out_dir}: regions {regions}; notebook exercise cells: "
           f"{', '.join(summary['notebook_exercises']) or 'none'}")
+    if summary["git"]:
+        print(f"note: {summary['git']}", file=sys.stderr)
     return 0
 
 
