@@ -3,6 +3,7 @@ tiny inputs, on the CPU, in seconds. It never reads the source text.
 
     python -m labkit grade                 # every exercise; exit 1 while one is not done or wrong
     python -m labkit grade gamma_func      # one (or a few) by name
+    python -m labkit grade --class submissions/   # a class: one copy per sub-folder, CSV + feedback
     import labkit; labkit.grade("gamma_func")     # in a notebook: prints, raises if not done
     from labkit.teaching.grade import require; require("04")     # a notebook's gate
 
@@ -734,10 +735,30 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m labkit grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"exercises to grade (default all): {', '.join(CHECKS)}")
+    parser.add_argument("--class", dest="class_root", metavar="FOLDER",
+                        help="grade a class: one student copy per sub-folder of FOLDER, each exercise in "
+                             "its own process (labkit.teaching.classroom)")
+    parser.add_argument("--out", default=None, help="with --class: where grades.csv and feedback/ go "
+                                                    "(default: FOLDER/../grades)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="with --class: seconds per exercise before it counts as wrong (default 120)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in CHECKS]
     if unknown:
         parser.error(f"unknown exercise {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    if args.class_root is not None:
+        from .classroom import DEFAULT_TIMEOUT, grade_class
+        if args.timeout is not None and not args.timeout > 0:
+            parser.error(f"--timeout {args.timeout:g}: give a number of seconds > 0")
+        root = Path(args.class_root)
+        try:
+            grade_class(root, args.out or root.resolve().parent / "grades", args.names,
+                        args.timeout or DEFAULT_TIMEOUT)
+        except ValueError as error:
+            parser.error(str(error))
+        return 0
+    if args.out is not None or args.timeout is not None:
+        parser.error("--out and --timeout go with --class FOLDER (grading a class)")
     results = grade(*args.names, raise_if_not_done=False)
     return 0 if all(status == DONE for status, _ in results.values()) else 1
 
