@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -31,12 +32,17 @@ DEFAULT_TIMEOUT = 120.0                 # seconds per exercise; the checks take 
 
 # Run inside the student's folder: the student's labkit, the instructor's grader.
 _SCRIPT = """
-import importlib.util, json, sys
+import importlib.abc, importlib.util, json, sys
+
+
+class InstructorGrader(importlib.abc.MetaPathFinder):   # labkit.teaching.grade is always ours
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_file_location(name, {grader!r}) if name == "labkit.teaching.grade" else None
+
+
+sys.meta_path.insert(0, InstructorGrader())
 sys.path.insert(0, {folder!r})
-import labkit.teaching
-spec = importlib.util.spec_from_file_location("labkit.teaching._instructor_grade", {grader!r})
-grader = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(grader)
+from labkit.teaching import grade as grader
 status, message = grader.grade_one({name!r})
 sys.stdout.write("\\n" + {mark!r} + json.dumps([status, message]) + "\\n")
 sys.stdout.flush()
@@ -58,7 +64,8 @@ def student_folders(root: str | Path) -> list[Path]:
 
 def grade_exercise(folder: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, str, float]:
     """(status, message, seconds) of exercise ``name`` in the student copy ``folder``."""
-    script = _SCRIPT.format(folder=str(folder.resolve()), grader=str(GRADER), name=name, mark=MARK)
+    mark = f"{MARK}{secrets.token_hex(8)} "           # a result line the student's code cannot know
+    script = _SCRIPT.format(folder=str(folder.resolve()), grader=str(GRADER), name=name, mark=mark)
     env = {**os.environ, "PYTHONPATH": str(folder.resolve()), "PYTHONDONTWRITEBYTECODE": "1",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     start = time.perf_counter()
@@ -70,8 +77,8 @@ def grade_exercise(folder: Path, name: str, timeout: float = DEFAULT_TIMEOUT) ->
                          "(the checks take a few seconds)", time.perf_counter() - start)
     seconds = time.perf_counter() - start
     for line in reversed(done.stdout.splitlines()):
-        if line.startswith(MARK):
-            status, message = json.loads(line[len(MARK):])
+        if line.startswith(mark):
+            status, message = json.loads(line[len(mark):])
             return status, message, seconds
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     return ("wrong", f"the process ended (exit code {done.returncode}) before the grader could report: "

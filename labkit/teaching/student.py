@@ -60,7 +60,7 @@ SOLUTION_VIEW_NOTE = ("*This cell shows part of the reference solution in the in
 TOOLS = {"labkit/teaching/student.py", "labkit/teaching/exercises.py", "labkit/teaching/grade.py"}
 # instructor-only files, left out of the copy: the mutation tests hold near-solutions, the
 # template reference (and the benchmark and the test that run it) a whole solution
-INSTRUCTOR_ONLY = {"tests/test_grade.py", "tests/test_student.py", "tests/test_fastpath.py",
+INSTRUCTOR_ONLY = {"tests/test_grade.py", "tests/test_student.py", "tests/test_fastpath.py", "tests/test_classroom.py",
                    "benchmarks/template_reference.py", "benchmarks/bench_speed.py"}
 
 
