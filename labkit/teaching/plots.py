@@ -330,8 +330,9 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
     of one image); query: the token index whose attention row is drawn;
     layers: which layers (default: the first and the last). Each panel shows the query's
     weights over the N keys on the token grid, over a faded copy of the image; the query's
-    patch is outlined in cyan. Every panel shares one colour scale, from 0 to the largest
-    weight drawn (the colour bar), so an even spread looks even and heads can be compared.
+    patch is outlined in cyan. The heads of a layer share one colour scale, from 0 to the
+    layer's largest weight drawn (its colour bar), so an even spread looks even and heads can be
+    compared; each layer has its own, so a diffuse layer stays visible beside a peaked one.
     """
     from matplotlib.patches import Rectangle
 
@@ -348,9 +349,9 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
                  layout="constrained")
     axes = fig.subplots(len(layers), heads + 1, squeeze=False)
     rows = {layer: maps[layer][:, query].detach().float().cpu().view(heads, side, side) for layer in layers}
-    top = max(float(weights.max()) for weights in rows.values())
     for r, layer in enumerate(layers):
         weights = rows[layer]
+        top = float(weights.max())
         axes[r, 0].imshow(background, interpolation="nearest")
         axes[r, 0].set_ylabel(f"layer {layer + 1}", fontsize=9)
         for h in range(heads):
@@ -366,8 +367,8 @@ def plot_attention_maps(image: torch.Tensor, maps, query: int, layers=None,
                                    fill=False, edgecolor="cyan", lw=1.5))
             ax.set_xticks([])
             ax.set_yticks([])
+        fig.colorbar(shown, ax=axes[r, 1:], shrink=0.85, pad=0.01, label=f"weight, layer {layer + 1}")
     axes[0, 0].set_title("input, query", fontsize=9)
-    fig.colorbar(shown, ax=axes[:, 1:], shrink=0.8, pad=0.01, label="weight (one scale)")
     fig.suptitle(f"attention of token {query} (row {row_q}, column {col_q}) over the "
                  f"{side}x{side} token grid", fontsize=10)
     return fig
