@@ -2,16 +2,20 @@
 #   make all    set up .venv and run the main job on the built-in data (cpu profile)
 #   make test   set up .venv and run the test suite (smoke profile, notebooks under nbval,
 #               and notebooks 00 and 04 in JupyterLab under a headless Chromium)
+# BEGIN INSTRUCTOR (the student copy leaves these lines out)
 #   make student   write the student copy (stubs, exercise and check cells) to $(STUDENT_DIR)
+# END INSTRUCTOR
 PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 PROFILE  ?= cpu
 # The browser test drives Debian's chromium (Playwright never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
+# BEGIN INSTRUCTOR
 STUDENT_DIR ?= student-edition
+# END INSTRUCTOR
 
-.PHONY: all setup browser test main refresh-notebooks clean-runs student
+.PHONY: all setup browser test main refresh-notebooks clean-runs
 
 all: setup main
 
@@ -52,9 +56,12 @@ refresh-notebooks: setup
 test: setup browser
 	LABKIT_PROFILE=smoke LABKIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
+# BEGIN INSTRUCTOR
 # The student edition, from the tracked files (add WITH_SOLUTIONS=1 to keep the solutions).
 student: setup
 	$(BIN)/python -m labkit student $(STUDENT_DIR) $(if $(WITH_SOLUTIONS),--with-solutions)
+.PHONY: student
+# END INSTRUCTOR
 
 clean-runs:
 	rm -rf runs/

@@ -41,7 +41,7 @@ def graded(tmp_path_factory):
              grader="def grade_one(name, _seen=None):\n    return 'done', ''\n")
     (root / "notes").mkdir()                                                   # not a copy: skipped
     out = root.parent / "grades"
-    results = grade_class(root, out, names=["gamma_func"], timeout=20, log=lambda *a: None)
+    results = grade_class(root, out, names=["gamma_func"], timeout=20, log=lambda *a: None, jobs=2)
     return results, out
 
 
@@ -78,3 +78,7 @@ def test_the_command_line_names_a_folder_without_copies(tmp_path):
     done = subprocess.run([sys.executable, "-m", "labkit", "grade", "--timeout", "5"],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "go with --class" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "labkit", "grade", "--class", str(tmp_path / "empty"),
+                           "--jobs", "0"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2 and "--jobs 0: give at least 1" in done.stderr
+    assert not (tmp_path / "grades").exists()                  # refused before writing anything

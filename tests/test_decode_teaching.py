@@ -17,6 +17,7 @@ import torch
 from scipy import stats
 
 from labkit import MaskGit, get_config
+from labkit.teaching.student import is_student_edition
 from labkit.teaching.plots import TOKEN_STATE_COLOURS, TOKEN_STATES, plot_mask_traces
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -106,9 +107,12 @@ def _follows(d, se, threshold, n, verdict, lower, higher):
 
 
 def check_inpaint_text(text: str) -> None:
-    # the walk through one iteration: the checks hold, and m_1 follows from n0
-    assert "prediction = argmax in the hole, the known tokens unchanged: True" in text
-    assert "the m_1 least confident stay masked: True" in text
+    # the walk through one iteration: the checks hold, and m_1 follows from n0; the student
+    # edition leaves the rule check out (its code is the solution; the grader checks the rules)
+    rules = ("prediction = argmax in the hole, the known tokens unchanged: True",
+             "the m_1 least confident stay masked: True")
+    for rule in rules:
+        assert (rule in text) != is_student_edition(), rule
     walk = re.search(r"n0 = (\d+) masked tokens of \d+; m_1 = floor\((\w+)\(1/(\d+)\) x \d+\) = (\d+): (\d+) revealed",
                      text)
     n0, gamma, total, m_1, revealed = walk.groups()

@@ -1,7 +1,7 @@
 """Grading a class: one student copy per sub-folder, every exercise in its own process.
 
     python -m labkit grade --class submissions/ --out grades/        # grades/grades.csv, grades/feedback/
-    python -m labkit grade --class submissions/ gamma_func --timeout 60
+    python -m labkit grade --class submissions/ gamma_func --timeout 60 --jobs 4
 
 ``submissions/alice/`` is Alice's copy of the student edition (it holds ``labkit/``). Each
 exercise runs in a fresh Python process whose ``labkit`` is the student's, graded by THIS
@@ -10,7 +10,8 @@ student cannot pass by editing the grader. A process that runs past ``timeout`` 
 infinite loop) or ends without reporting (``sys.exit`` in the student's code, a crash of the
 interpreter) counts as "wrong" with the reason, and the class goes on. One CSV row per student
 and exercise (nbgrader's habit: student, todo, exercise, status, message, seconds), and one
-short feedback file per student.
+short feedback file per student. ``--jobs`` (default: the CPU count) grades that many exercises
+at once; each process is single-threaded (OMP_NUM_THREADS=1), so the timeout stays fair.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import secrets
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .exercises import EXERCISES
@@ -86,9 +88,12 @@ def grade_exercise(folder: Path, name: str, timeout: float = DEFAULT_TIMEOUT) ->
 
 
 def grade_class(root: str | Path, out: str | Path, names=None, timeout: float = DEFAULT_TIMEOUT,
-                log=print) -> dict:
-    """Grade every student copy under ``root``: ``out``/grades.csv and ``out``/feedback/<student>.txt.
-    Returns {student: {exercise: (status, message)}}."""
+                log=print, jobs: int = 1) -> dict:
+    """Grade every student copy under ``root``: ``out``/grades.csv and ``out``/feedback/<student>.txt,
+    ``jobs`` exercise processes at a time (each single-threaded). Returns {student: {exercise:
+    (status, message)}}."""
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: give at least 1 (the number of exercises graded at once)")
     folders = student_folders(root)
     names = list(names) if names else [exercise.name for exercise in EXERCISES]
     by_name = {exercise.name: exercise for exercise in EXERCISES}
@@ -98,21 +103,23 @@ def grade_class(root: str | Path, out: str | Path, names=None, timeout: float = 
     out = Path(out)
     (out / "feedback").mkdir(parents=True, exist_ok=True)
     results, rows = {}, []
-    for folder in folders:
-        student = folder.name
-        results[student] = {}
-        lines = [f"{student}: the exercises of the MaskGIT lab, graded by calling your code"]
-        for name in names:
-            status, message, seconds = grade_exercise(folder, name, timeout)
-            results[student][name] = (status, message)
-            todo = by_name[name].todo
-            rows.append({"student": student, "todo": todo, "exercise": name, "status": status,
-                         "message": message, "seconds": f"{seconds:.1f}"})
-            lines.append(f"{todo:<14} {name:<12} {status}" + (f": {message}" if message else ""))
-        done = sum(status == "done" for status, _ in results[student].values())
-        lines.append(f"{done} of {len(names)} done")
-        (out / "feedback" / f"{student}.txt").write_text("\n".join(lines) + "\n")
-        log(f"{student}: {done} of {len(names)} done")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        graded = pool.map(lambda task: grade_exercise(*task, timeout), [(f, n) for f in folders for n in names])
+        for folder in folders:                                  # results in order, as they come
+            student = folder.name
+            results[student] = {}
+            lines = [f"{student}: the exercises of the MaskGIT lab, graded by calling your code"]
+            for name in names:
+                status, message, seconds = next(graded)
+                results[student][name] = (status, message)
+                todo = by_name[name].todo
+                rows.append({"student": student, "todo": todo, "exercise": name, "status": status,
+                             "message": message, "seconds": f"{seconds:.1f}"})
+                lines.append(f"{todo:<14} {name:<12} {status}" + (f": {message}" if message else ""))
+            done = sum(status == "done" for status, _ in results[student].values())
+            lines.append(f"{done} of {len(names)} done")
+            (out / "feedback" / f"{student}.txt").write_text("\n".join(lines) + "\n")
+            log(f"{student}: {done} of {len(names)} done")
     with open(out / "grades.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["student", "todo", "exercise", "status", "message", "seconds"])
         writer.writeheader()

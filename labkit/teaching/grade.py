@@ -742,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "(default: FOLDER/../grades)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="with --class: seconds per exercise before it counts as wrong (default 120)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="with --class: exercises graded at once (default: the CPU count)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in CHECKS]
     if unknown:
@@ -753,12 +755,12 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.class_root)
         try:
             grade_class(root, args.out or root.resolve().parent / "grades", args.names,
-                        args.timeout or DEFAULT_TIMEOUT)
+                        args.timeout or DEFAULT_TIMEOUT, jobs=args.jobs if args.jobs is not None else os.cpu_count() or 1)
         except ValueError as error:
             parser.error(str(error))
         return 0
-    if args.out is not None or args.timeout is not None:
-        parser.error("--out and --timeout go with --class FOLDER (grading a class)")
+    if args.out is not None or args.timeout is not None or args.jobs is not None:
+        parser.error("--out, --timeout and --jobs go with --class FOLDER (grading a class)")
     results = grade(*args.names, raise_if_not_done=False)
     return 0 if all(status == DONE for status, _ in results.values()) else 1
 

@@ -5,17 +5,20 @@ The copy holds the repository's tracked files (``git ls-files``), with:
 
 - every exercise region of ``labkit/`` replaced by its hints and a stub that raises
   ``NotImplementedError("TODO2 step1-2: <the hints>")``: nothing of the solution is left;
-- the notebooks' exercise cells replaced by where to write, each followed by a check cell
-  (``labkit.grade("gamma_func")``);
+- the notebooks' exercise cells replaced by where to write (the cell keeps its ``exercise:``
+  tag), each followed by a check cell (``labkit.grade("gamma_func")``);
 - notebook cells tagged ``solution-view`` (teaching cells that show part of a solution)
   replaced by a short note;
-- ``README.md`` the student's own (the instructor's is not copied);
+- ``README.md`` the student's own (the instructor's is not copied), and the other files'
+  ``# BEGIN INSTRUCTOR`` ... ``# END INSTRUCTOR`` blocks left out (the Makefile's ``student``
+  target);
 - the instructor-only files left out (``INSTRUCTOR_ONLY``: the mutation tests, the template
   reference and what runs it);
 - the copy made a git repository with one commit, so that a student's work is a diff;
 - the tests adapted: until ``python -m labkit grade`` reports every exercise done, pytest runs
   only ``tests/test_exercises.py`` (one test per exercise) and skips the rest, naming the
-  exercises left.
+  exercises left; the browser test skips where chromium or Playwright is missing; the tests
+  that read the notebooks ask ``is_student_edition()`` which edition they read.
 
 ``--with-solutions`` keeps the reference solutions (the copy is then the student edition,
 solved: what the tests check). The instructor's copy is only read.
@@ -51,6 +54,9 @@ from .exercises import BY_NAME, BY_TODO, EXERCISES
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<todo>TODO\d+(?: step[\w-]+)?)\s*$")
 HINT = re.compile(r"^\s*# HINT: ?(?P<hint>.*)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
+# instructor-only lines of the other files (the Makefile's `student` target), left out of the copy
+INSTRUCTOR_BEGIN = re.compile(r"^# BEGIN INSTRUCTOR\b")
+INSTRUCTOR_END = re.compile(r"^# END INSTRUCTOR\s*$")
 TAG = "exercise:"
 # a teaching cell that shows (part of) a solution: the copy replaces it by a short note
 SOLUTION_VIEW = "solution-view"
@@ -62,6 +68,17 @@ TOOLS = {"labkit/teaching/student.py", "labkit/teaching/exercises.py", "labkit/t
 # template reference (and the benchmark and the test that run it) a whole solution
 INSTRUCTOR_ONLY = {"tests/test_grade.py", "tests/test_student.py", "tests/test_fastpath.py", "tests/test_classroom.py",
                    "benchmarks/template_reference.py", "benchmarks/bench_speed.py"}
+
+
+# the file the copy adds: how the copy's own tests know they run in the student edition
+STUDENT_MARK = "tests/test_exercises.py"
+
+
+def is_student_edition(root: str | Path | None = None) -> bool:
+    """Whether the checkout at ``root`` (default: this one) is a student copy: its tests then
+    expect the student's notebooks (exercise and check cells, no solution-view cells)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    return (root / STUDENT_MARK).is_file()
 
 
 class MarkerError(ValueError):
@@ -108,6 +125,26 @@ def strip_solutions(text: str, where: str = "<text>") -> tuple[str, list[str]]:
     return "".join(out), todos
 
 
+def strip_instructor(text: str, where: str = "<text>") -> str:
+    """``text`` without its ``# BEGIN INSTRUCTOR`` ... ``# END INSTRUCTOR`` blocks (the markers
+    included)."""
+    out, start = [], None
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        if INSTRUCTOR_BEGIN.match(line):
+            if start is not None:
+                raise MarkerError(f"{where}:{number}: an instructor block starts inside the one of line {start}")
+            start = number
+        elif INSTRUCTOR_END.match(line):
+            if start is None:
+                raise MarkerError(f"{where}:{number}: '# END INSTRUCTOR' without a '# BEGIN INSTRUCTOR'")
+            start = None
+        elif start is None:
+            out.append(line)
+    if start is not None:
+        raise MarkerError(f"{where}:{start}: '# BEGIN INSTRUCTOR' has no '# END INSTRUCTOR'")
+    return "".join(out)
+
+
 def tracked_files(root: Path) -> list[str]:
     """The repository's tracked files (what a clean clone holds)."""
     try:
@@ -136,9 +173,9 @@ def check_cell_text(names: list[str]) -> str:
             f"labkit.grade({quoted})     # done / not yet / wrong, with what is likely wrong")
 
 
-def _code_cell(source: str, cell_id: str) -> dict:
-    return {"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {}, "outputs": [],
-            "source": source.splitlines(keepends=True)}
+def _code_cell(source: str, cell_id: str, tags: list[str] | None = None) -> dict:
+    return {"cell_type": "code", "execution_count": None, "id": cell_id,
+            "metadata": {"tags": tags} if tags else {}, "outputs": [], "source": source.splitlines(keepends=True)}
 
 
 def student_notebook(notebook: dict) -> tuple[dict, list[str]]:
@@ -159,11 +196,16 @@ def student_notebook(notebook: dict) -> tuple[dict, list[str]]:
             raise MarkerError(f"notebook cell tagged {tags}: unknown exercise {unknown}; "
                               f"choose from {', '.join(BY_NAME)}")
         base = cell.get("id", f"exercise-{len(cells)}")
-        cells.append(_code_cell(exercise_cell_text(names), base))
+        # the cell keeps its tags: in both editions it is the exercise's cell (the tests find it so)
+        cells.append(_code_cell(exercise_cell_text(names), base, tags))
         cells.append(_code_cell(check_cell_text(names), f"{base}-check"))
         names_seen += names
     return {**notebook, "cells": cells}, names_seen
 
+
+# measured on a solved copy (2-core AMD EPYC, no GPU, the smoke profile; benchmarks/README.md,
+# "The student copy's suite"): the README below quotes them
+STUDENT_TIMES = {"exercise_seconds": 15, "quick_seconds": 25, "suite_minutes": 15}
 
 STUDENT_README = """# MaskGIT inpainting lab: student edition
 
@@ -185,19 +227,24 @@ A notebook that needs an exercise you have not finished says so in its first cel
 
 ## Set up
 
-    conda env create -f environment.yml && conda activate labkit     # or: pip install -e .
+    conda env create -f environment.yml && conda activate maskgit-lab     # or: pip install -e '.[lab,test]'
 
-Work through the notebooks in order: 00, 01, 02, 03, 04, 05, 06. Set `LABKIT_PROFILE=smoke`
-for a quick try (seconds per notebook); the default `cpu` profile trains the models of the lab.
+Work through the notebooks in order ({notebooks}); 00-05 are the lab, the rest
+optional. Set `LABKIT_PROFILE=smoke` for a quick try (seconds per notebook). The default `cpu`
+profile trains the lab's models once, in the first notebook that needs them (on 2 CPU cores
+about 6 min for the tokenizer in 00 and 16 min for the transformer in 02), and later notebooks
+load them; 03 and 05 take 15-20 min each: start one, then read it while it runs.
 
 ## Tests
 
-Run first `pytest tests/test_exercises.py` (one test per exercise, seconds): until every
-exercise is done, the rest of the suite is skipped, naming what is left. Once all are done,
-`pytest` runs the whole suite, notebooks included: about 15 minutes on 2 CPU cores (issue 24's
-measure), and the browser test needs Playwright (it skips without it). A quicker check of
-your solutions in the rest of the code: `pytest -p no:nbval tests/test_attention.py
-tests/test_maskgit.py tests/test_pitfalls.py` (a few minutes).
+Run first `pytest tests/test_exercises.py` (one test per exercise, about {exercise_seconds} s): until
+every exercise is done, the rest of the suite is skipped, naming what is left. A quicker check
+of your solutions in the rest of the code, once they are done:
+`pytest tests/test_attention.py tests/test_maskgit.py tests/test_pitfalls.py` (about {quick_seconds} s).
+Then the whole suite, notebooks included: `pytest` (or `make test`, which sets up `.venv` first
+and is what `.ci/run` runs), about {suite_minutes} min on 2 CPU cores. Its browser test opens
+notebooks 00 and 04 in JupyterLab under a headless Chromium; it skips, saying why, where
+chromium or Playwright is missing (`make test` installs both, as root).
 
 ## Your changes
 
@@ -207,12 +254,26 @@ shows what you wrote, `git add -A && git commit` keeps a step.
 
 STUDENT_CONFTEST = '''
 
-# ---- student edition: the suite waits for the exercises (written by labkit.teaching.student)
+# ---- student edition (written by labkit.teaching.student): the suite waits for the exercises;
+# the browser test (the lab's own CI check of JupyterLab) skips where no browser is installed
 def pytest_collection_modifyitems(config, items):
+    import importlib.util
+    import os
+
     import pytest
     from labkit.teaching.grade import grade_one
     from labkit.teaching.exercises import EXERCISES
 
+    chromium = os.environ.get("LABKIT_CHROMIUM", "/usr/bin/chromium")
+    missing = [what for what, there in ((f"chromium at {chromium}", os.access(chromium, os.X_OK)),
+                                        ("Playwright", importlib.util.find_spec("playwright") is not None))
+               if not there]
+    if missing:
+        browser = pytest.mark.skip(reason="the browser test needs " + " and ".join(missing) + " (`make test` "
+                                   "installs both; or apt-get install -y chromium, pip install playwright)")
+        for item in items:
+            if item.nodeid.startswith("tests/test_browser.py"):
+                item.add_marker(browser)
     left = [f"{e.todo} ({e.name})" for e in EXERCISES if grade_one(e.name)[0] != "done"]
     if not left:
         return
@@ -265,6 +326,9 @@ def write_student_copy(out_dir: str | Path, root: str | Path | None = None,
             notebook, names = student_notebook(json.loads(source.read_text()))
             shown += names
             target.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+        elif name not in TOOLS and _has_instructor_block(source):
+            target.write_text(strip_instructor(source.read_text(), name))
+            shutil.copymode(source, target)
         else:
             shutil.copy2(source, target)
     missing = [e.todo for e in EXERCISES if e.todo not in regions]
@@ -272,12 +336,21 @@ def write_student_copy(out_dir: str | Path, root: str | Path | None = None,
         raise MarkerError(f"no region marked for {', '.join(missing)} in labkit/: every exercise of "
                           "labkit/exercises.py needs at least one '# BEGIN SOLUTION TODO...' region")
     table = "\n".join(f"| {e.todo} | `{e.name}` | {e.where} | {e.what} |" for e in EXERCISES)
-    (out / "README.md").write_text(STUDENT_README.format(table=table))
+    series = sorted(name[len("notebooks/"):len("notebooks/") + 2] for name in files
+                    if re.fullmatch(r"notebooks/\d\d_\w+\.ipynb", name))
+    (out / "README.md").write_text(STUDENT_README.format(table=table, notebooks=", ".join(series), **STUDENT_TIMES))
     (out / "tests").mkdir(exist_ok=True)
-    (out / "tests" / "test_exercises.py").write_text(EXERCISE_TESTS)
+    (out / STUDENT_MARK).write_text(EXERCISE_TESTS)
     conftest = out / "conftest.py"
     conftest.write_text((conftest.read_text() if conftest.is_file() else "") + STUDENT_CONFTEST)
     return {"files": len(files), "regions": regions, "notebook_exercises": shown, "git": first_commit(out)}
+
+
+def _has_instructor_block(path: Path) -> bool:
+    try:
+        return any(INSTRUCTOR_BEGIN.match(line) for line in path.read_text().splitlines())
+    except UnicodeDecodeError:                                 # a binary file (a PNG, a checkpoint)
+        return False
 
 
 def first_commit(out: Path) -> str | None:
@@ -316,4 +389,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["write_student_copy", "strip_solutions", "student_notebook", "MarkerError", "main"]
+__all__ = ["write_student_copy", "strip_solutions", "strip_instructor", "is_student_edition", "student_notebook", "MarkerError", "main"]
