@@ -204,7 +204,7 @@ def student_notebook(notebook: dict) -> tuple[dict, list[str]]:
 
 
 # measured on a solved copy (2-core AMD EPYC, no GPU, the smoke profile; benchmarks/README.md,
-# "The student copy's suite"): the README below quotes them
+# "The student copy's suite and class grading"): the README below quotes them
 STUDENT_TIMES = {"exercise_seconds": 15, "quick_seconds": 25, "suite_minutes": 15}
 
 STUDENT_README = """# MaskGIT inpainting lab: student edition
